@@ -1,0 +1,210 @@
+// Package config owns Chimeraforge's configuration: its types, defaults,
+// loading (YAML file, then CHIMERAFORGE_ environment variables, then flags,
+// through koanf) and validation. A Config that Load returns is complete and
+// valid; nothing downstream re-checks it.
+package config
+
+import (
+	"text/template"
+	"time"
+)
+
+// Config is the whole configuration of one daemon.
+type Config struct {
+	Global    Global     `koanf:"global"`
+	Targets   []Target   `koanf:"targets"`
+	Agents    []Agent    `koanf:"agents"`
+	Workloads []Workload `koanf:"workloads"`
+	// Simulation declares embedded Ollama simulators that the daemon starts
+	// on loopback; a target whose url is "sim://NAME" points at instance NAME.
+	Simulation Simulation `koanf:"simulation"`
+}
+
+// Global holds daemon-wide settings.
+type Global struct {
+	// ModelReloadThreshold: a load_duration above this on a request that is
+	// not an agent's first on a target counts as a model_reload contention.
+	ModelReloadThreshold time.Duration `koanf:"model_reload_threshold"`
+	// ShutdownTimeout bounds how long SIGTERM waits for in-flight work.
+	ShutdownTimeout time.Duration `koanf:"shutdown_timeout"`
+	// ReadinessProbeInterval is how often targets that never answered
+	// /api/version are probed again until they do.
+	ReadinessProbeInterval time.Duration `koanf:"readiness_probe_interval"`
+}
+
+// Target is one Ollama server.
+type Target struct {
+	Name        string            `koanf:"name"`
+	URL         string            `koanf:"url"`
+	Headers     map[string]Secret `koanf:"headers"`
+	Timeouts    Timeouts          `koanf:"timeouts"`
+	NumParallel int               `koanf:"num_parallel"`
+}
+
+// Timeouts bound each phase of a call to a target.
+type Timeouts struct {
+	Connect    time.Duration `koanf:"connect"`
+	FirstToken time.Duration `koanf:"first_token"`
+	Idle       time.Duration `koanf:"idle"`
+	Request    time.Duration `koanf:"request"`
+}
+
+// Secret is a header value given inline, read from an environment variable
+// or read from a file. Exactly one source is set. Its resolved value is never
+// printed: String and the YAML/JSON forms redact it.
+type Secret struct {
+	Value string `koanf:"value"`
+	Env   string `koanf:"env"`
+	File  string `koanf:"file"`
+
+	resolved string
+}
+
+// Balance policies for agents with several targets.
+const (
+	BalanceRoundRobin    = "round_robin"
+	BalanceLeastInFlight = "least_in_flight"
+)
+
+// APIs an agent can call.
+const (
+	APIChat     = "chat"
+	APIGenerate = "generate"
+)
+
+// Agent is one kind of LLM agent: a workflow of steps sent to a model.
+type Agent struct {
+	Name string `koanf:"name"`
+	// Target names one target; Targets names several, used per Balance.
+	// Exactly one of the two is set.
+	Target    string         `koanf:"target"`
+	Targets   []string       `koanf:"targets"`
+	Balance   string         `koanf:"balance"`
+	Model     string         `koanf:"model"`
+	API       string         `koanf:"api"`
+	Options   Options        `koanf:"options"`
+	KeepAlive *time.Duration `koanf:"keep_alive"`
+	ThinkTime time.Duration  `koanf:"think_time"`
+	// KeepHistory sends the previous steps' messages with each chat step.
+	KeepHistory bool              `koanf:"keep_history"`
+	Variables   map[string]string `koanf:"variables"`
+	Workflow    []Step            `koanf:"workflow"`
+}
+
+// Step is one call of a workflow.
+type Step struct {
+	Name   string `koanf:"name"`
+	System string `koanf:"system"`
+	// Prompt is a text/template executed with TemplateData.
+	Prompt string `koanf:"prompt"`
+
+	tmpl *template.Template
+}
+
+// TemplateData is what a step's prompt template sees.
+type TemplateData struct {
+	Previous string            // output of the previous step ("" for the first)
+	Outputs  map[string]string // output of every earlier step, by step name
+	Vars     map[string]string // the agent's variables
+	Run      uint64            // the replica's run number, from 1
+	Step     string            // this step's name
+	Agent    string
+	Replica  int
+}
+
+// Options are the model options Chimeraforge sends. Unset ones are omitted;
+// when none is set, no options are sent.
+type Options struct {
+	NumGPU        *int     `koanf:"num_gpu"`
+	NumCtx        *int     `koanf:"num_ctx"`
+	Temperature   *float64 `koanf:"temperature"`
+	TopP          *float64 `koanf:"top_p"`
+	TopK          *int     `koanf:"top_k"`
+	RepeatPenalty *float64 `koanf:"repeat_penalty"`
+	NumPredict    *int     `koanf:"num_predict"`
+	Seed          *int     `koanf:"seed"`
+}
+
+// Arrival modes.
+const (
+	ArrivalClosed   = "closed"
+	ArrivalConstant = "constant"
+	ArrivalPoisson  = "poisson"
+)
+
+// Workload runs agents together under one arrival mode.
+type Workload struct {
+	Name     string          `koanf:"name"`
+	Agents   []WorkloadAgent `koanf:"agents"`
+	Arrival  Arrival         `koanf:"arrival"`
+	Duration time.Duration   `koanf:"duration"` // 0 = until stopped
+}
+
+// WorkloadAgent is one agent of a workload and how many replicas run it.
+type WorkloadAgent struct {
+	Agent    string `koanf:"agent"`
+	Replicas int    `koanf:"replicas"`
+}
+
+// Arrival says when workflow runs start.
+type Arrival struct {
+	Mode string `koanf:"mode"`
+	// Rate is workflow starts per second (open-loop modes).
+	Rate float64 `koanf:"rate"`
+	// MaxInFlight caps concurrent runs (open-loop modes); arrivals beyond it
+	// are dropped and counted.
+	MaxInFlight int `koanf:"max_in_flight"`
+	// Seed makes Poisson arrivals reproducible; 0 picks one at start.
+	Seed int64 `koanf:"seed"`
+}
+
+// SimScheme is the URL scheme of targets served by an embedded simulator.
+const SimScheme = "sim"
+
+// Simulation declares simulated GPUs and Ollama instances. It is a test
+// double and a demo, never a measurement of Ollama itself.
+type Simulation struct {
+	GPUs      []SimGPU      `koanf:"gpus"`
+	Instances []SimInstance `koanf:"instances"`
+}
+
+// SimGPU is one simulated GPU whose decode throughput its instances share.
+type SimGPU struct {
+	Name string `koanf:"name"`
+	// DecodeRate is tokens per second of a single stream alone on the GPU.
+	DecodeRate float64 `koanf:"decode_rate"`
+	// ConcurrencyGain is the extra aggregate throughput each additional
+	// concurrent stream adds, as a fraction of DecodeRate (0 = none, 1 = linear).
+	ConcurrencyGain float64 `koanf:"concurrency_gain"`
+	MemoryBytes     int64   `koanf:"memory_bytes"`
+}
+
+// SimInstance is one simulated Ollama server.
+type SimInstance struct {
+	Name        string `koanf:"name"`
+	GPU         string `koanf:"gpu"` // name of a SimGPU; empty = a private GPU with defaults
+	NumParallel int    `koanf:"num_parallel"`
+	MaxQueue    int    `koanf:"max_queue"`
+	// PromptEvalRate is prompt tokens per second.
+	PromptEvalRate float64       `koanf:"prompt_eval_rate"`
+	Jitter         float64       `koanf:"jitter"` // relative, 0..1, on each token interval
+	LoadDelay      time.Duration `koanf:"load_delay"`
+	Seed           int64         `koanf:"seed"`
+	Version        string        `koanf:"version"`
+	Models         []SimModel    `koanf:"models"`
+	Faults         SimFaults     `koanf:"faults"`
+}
+
+// SimModel is a model an instance serves.
+type SimModel struct {
+	Name      string `koanf:"name"`
+	SizeBytes int64  `koanf:"size_bytes"`
+}
+
+// SimFaults injects failures, each a probability per request.
+type SimFaults struct {
+	ErrorRatio    float64       `koanf:"error_ratio"`    // HTTP 500 before streaming
+	StallRatio    float64       `koanf:"stall_ratio"`    // pause mid-stream
+	StallDuration time.Duration `koanf:"stall_duration"` // length of that pause
+	DropRatio     float64       `koanf:"drop_ratio"`     // close the connection mid-stream
+}

@@ -1,0 +1,141 @@
+// Package observe defines what the daemon measures and the seam through which
+// it hands those measurements on. The daemon produces observations; exporters
+// consume them. Neither side imports the other, and nothing here depends on
+// Prometheus.
+package observe
+
+import "time"
+
+// Labels identify the series an Ollama call is recorded under. Every value
+// comes from configuration, never from a prompt, a response or an error.
+type Labels struct {
+	Workload string
+	Agent    string
+	Target   string
+	Model    string
+}
+
+// Outcome is how a request or a workflow run ended.
+type Outcome string
+
+// Outcomes. The set is fixed so that label cardinality stays bounded.
+const (
+	OutcomeSuccess  Outcome = "success"
+	OutcomeError    Outcome = "error"
+	OutcomeCanceled Outcome = "canceled"
+)
+
+// Reason classifies a failed request. The set is fixed.
+type Reason string
+
+// Reasons a request can fail for.
+const (
+	ReasonNone              Reason = ""
+	ReasonConnect           Reason = "connect"
+	ReasonHTTP4xx           Reason = "http_4xx"
+	ReasonHTTP5xx           Reason = "http_5xx"
+	ReasonModelNotFound     Reason = "model_not_found"
+	ReasonQueueFull         Reason = "queue_full"
+	ReasonStreamBroken      Reason = "stream_broken"
+	ReasonFirstTokenTimeout Reason = "first_token_timeout"
+	ReasonIdleTimeout       Reason = "idle_timeout"
+	ReasonRequestTimeout    Reason = "request_timeout"
+	ReasonCanceled          Reason = "canceled"
+	ReasonServerError       Reason = "server_error"
+)
+
+// Reasons lists every Reason that a failed request may carry, in a stable
+// order; exporters pre-create their series from it.
+var Reasons = []Reason{
+	ReasonConnect, ReasonHTTP4xx, ReasonHTTP5xx, ReasonModelNotFound,
+	ReasonQueueFull, ReasonStreamBroken, ReasonFirstTokenTimeout,
+	ReasonIdleTimeout, ReasonRequestTimeout, ReasonCanceled, ReasonServerError,
+}
+
+// Contention kinds: evidence that a request competed with others for the
+// same Ollama server.
+type Contention string
+
+// Contention kinds. The set is fixed.
+const (
+	// ContentionSlotSaturation: the request started while its target already
+	// had num_parallel requests in flight from this daemon.
+	ContentionSlotSaturation Contention = "slot_saturation"
+	// ContentionQueueRejected: Ollama answered 503 because its queue was full.
+	ContentionQueueRejected Contention = "queue_rejected"
+	// ContentionModelReload: load_duration above the configured threshold on
+	// a request that was not the agent's first on that target.
+	ContentionModelReload Contention = "model_reload"
+)
+
+// Contentions lists every Contention kind in a stable order.
+var Contentions = []Contention{ContentionSlotSaturation, ContentionQueueRejected, ContentionModelReload}
+
+// Request is the observation of one Ollama call, produced when it ends.
+type Request struct {
+	Labels
+	// Step is the workflow step the call belongs to. It is configuration,
+	// kept for logs; exporters do not label by it unless documented.
+	Step    string
+	Outcome Outcome
+	Reason  Reason // ReasonNone on success
+
+	// Client-side timings.
+	Duration      time.Duration // from sending the request to the end of the stream or the error
+	FirstToken    bool          // a chunk with non-empty content or thinking text arrived
+	TimeToFirst   time.Duration // valid when FirstToken
+	QueueWait     time.Duration // TTFT - (load + prompt eval), floored at 0; valid when FirstToken and Done
+	Done          bool          // the final chunk (done: true) was received
+	ContentChunks int           // chunks that carried content or thinking text
+
+	// Server-reported, from the final chunk (zero unless Done).
+	EvalCount          int
+	PromptEvalCount    int
+	EvalDuration       time.Duration
+	PromptEvalDuration time.Duration
+	LoadDuration       time.Duration
+	TotalDuration      time.Duration
+
+	// Contention seen on this request, besides slot saturation which is
+	// reported when the request starts.
+	ModelReload   bool
+	QueueRejected bool
+}
+
+// Run is the observation of one workflow run of one agent replica.
+type Run struct {
+	Workload string
+	Agent    string
+	Outcome  Outcome
+	Duration time.Duration
+	Steps    int // steps that completed successfully
+}
+
+// Recorder records the calls of one label set. Sinks hand one out per
+// (workload, agent, target, model) so the per-chunk path does no lookup.
+// Implementations must be safe for concurrent use.
+type Recorder interface {
+	// Started marks a request in flight. saturated reports that the target
+	// already had num_parallel requests in flight when it started.
+	Started(saturated bool)
+	// TokenGap records the time between two consecutive content chunks.
+	// It is on the per-chunk hot path: it must not allocate.
+	TokenGap(d time.Duration)
+	// Finished records a request that ended and takes it out of flight.
+	Finished(r *Request)
+}
+
+// Sink consumes observations. Implementations must be safe for concurrent use.
+type Sink interface {
+	// Recorder returns the recorder for one label set; the daemon calls it
+	// once per agent replica and target, not per request.
+	Recorder(l Labels) Recorder
+	// RunFinished records one workflow run.
+	RunFinished(r Run)
+	// ScheduleDelay records how late an open-loop arrival started against
+	// its schedule.
+	ScheduleDelay(workload string, d time.Duration)
+	// ArrivalDropped counts an open-loop arrival dropped because the
+	// workload was at its in-flight cap.
+	ArrivalDropped(workload string)
+}
