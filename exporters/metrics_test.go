@@ -1,0 +1,690 @@
+package exporters
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/chimeraforge/chimeraforge/observe"
+)
+
+var allOutcomes = []observe.Outcome{observe.OutcomeSuccess, observe.OutcomeError, observe.OutcomeCanceled}
+
+type histWant struct {
+	count uint64
+	sum   float64
+}
+
+// requestWant is what a sequence of requests must add up to, exactly. Map
+// entries left out are expected to be 0.
+type requestWant struct {
+	outcomes   map[observe.Outcome]float64
+	reasons    map[observe.Reason]float64
+	contention map[observe.Contention]float64
+
+	generated, prompt                  float64
+	evalSecs, promptEvalSecs, loadSecs float64
+
+	ttft, queueWait, duration histWant
+}
+
+// Durations below are binary fractions of a second, so sums are exact.
+func TestFinishedArithmetic(t *testing.T) {
+	const ms = time.Millisecond
+	fullSuccess := observe.Request{
+		Outcome: observe.OutcomeSuccess, Duration: 2 * time.Second,
+		FirstToken: true, TimeToFirst: 250 * ms, QueueWait: 125 * ms, Done: true, ContentChunks: 100,
+		EvalCount: 100, PromptEvalCount: 20, EvalDuration: 1500 * ms,
+		PromptEvalDuration: 62500 * time.Microsecond, LoadDuration: 62500 * time.Microsecond,
+		TotalDuration: 1625 * ms,
+	}
+	tests := []struct {
+		name string
+		reqs []observe.Request
+		want requestWant
+	}{
+		{
+			name: "success adds server fields and observes every histogram",
+			reqs: []observe.Request{fullSuccess},
+			want: requestWant{
+				outcomes:  map[observe.Outcome]float64{observe.OutcomeSuccess: 1},
+				generated: 100, prompt: 20, evalSecs: 1.5, promptEvalSecs: 0.0625, loadSecs: 0.0625,
+				ttft: histWant{1, 0.25}, queueWait: histWant{1, 0.125}, duration: histWant{1, 2},
+			},
+		},
+		{
+			name: "success without text observes the done chunk as TTFT",
+			reqs: []observe.Request{{
+				Outcome: observe.OutcomeSuccess, Duration: 500 * ms, TimeToFirst: 500 * ms, Done: true,
+				PromptEvalCount: 8, PromptEvalDuration: 250 * ms,
+			}},
+			want: requestWant{
+				outcomes: map[observe.Outcome]float64{observe.OutcomeSuccess: 1},
+				prompt:   8, promptEvalSecs: 0.25,
+				ttft: histWant{1, 0.5}, queueWait: histWant{1, 0}, duration: histWant{1, 0.5},
+			},
+		},
+		{
+			name: "connect error counts its reason and only the duration",
+			reqs: []observe.Request{{Outcome: observe.OutcomeError, Reason: observe.ReasonConnect, Duration: 250 * ms}},
+			want: requestWant{
+				outcomes: map[observe.Outcome]float64{observe.OutcomeError: 1},
+				reasons:  map[observe.Reason]float64{observe.ReasonConnect: 1},
+				duration: histWant{1, 0.25},
+			},
+		},
+		{
+			name: "queue full is a reason and a queue_rejected contention",
+			reqs: []observe.Request{{Outcome: observe.OutcomeError, Reason: observe.ReasonQueueFull, QueueRejected: true, Duration: 125 * ms}},
+			want: requestWant{
+				outcomes:   map[observe.Outcome]float64{observe.OutcomeError: 1},
+				reasons:    map[observe.Reason]float64{observe.ReasonQueueFull: 1},
+				contention: map[observe.Contention]float64{observe.ContentionQueueRejected: 1},
+				duration:   histWant{1, 0.125},
+			},
+		},
+		{
+			name: "canceled counts reason canceled whatever its reason field",
+			reqs: []observe.Request{
+				{Outcome: observe.OutcomeCanceled, Reason: observe.ReasonCanceled, Duration: time.Second},
+				{Outcome: observe.OutcomeCanceled, Duration: time.Second},
+			},
+			want: requestWant{
+				outcomes: map[observe.Outcome]float64{observe.OutcomeCanceled: 2},
+				reasons:  map[observe.Reason]float64{observe.ReasonCanceled: 2},
+				duration: histWant{2, 2},
+			},
+		},
+		{
+			name: "failure after the done chunk still adds server fields",
+			reqs: []observe.Request{{
+				Outcome: observe.OutcomeError, Reason: observe.ReasonRequestTimeout, Duration: 4 * time.Second,
+				FirstToken: true, TimeToFirst: time.Second, Done: true, EvalCount: 7, EvalDuration: 500 * ms,
+			}},
+			want: requestWant{
+				outcomes:  map[observe.Outcome]float64{observe.OutcomeError: 1},
+				reasons:   map[observe.Reason]float64{observe.ReasonRequestTimeout: 1},
+				generated: 7, evalSecs: 0.5,
+				duration: histWant{1, 4},
+			},
+		},
+		{
+			name: "server fields without the done chunk are ignored",
+			reqs: []observe.Request{{
+				Outcome: observe.OutcomeError, Reason: observe.ReasonStreamBroken, Duration: time.Second,
+				FirstToken: true, TimeToFirst: 250 * ms, EvalCount: 3,
+			}},
+			want: requestWant{
+				outcomes: map[observe.Outcome]float64{observe.OutcomeError: 1},
+				reasons:  map[observe.Reason]float64{observe.ReasonStreamBroken: 1},
+				duration: histWant{1, 1},
+			},
+		},
+		{
+			name: "model reload contention",
+			reqs: []observe.Request{{
+				Outcome: observe.OutcomeSuccess, Duration: time.Second, FirstToken: true, TimeToFirst: 750 * ms,
+				Done: true, LoadDuration: 500 * ms, ModelReload: true,
+			}},
+			want: requestWant{
+				outcomes:   map[observe.Outcome]float64{observe.OutcomeSuccess: 1},
+				contention: map[observe.Contention]float64{observe.ContentionModelReload: 1},
+				loadSecs:   0.5,
+				ttft:       histWant{1, 0.75}, queueWait: histWant{1, 0}, duration: histWant{1, 1},
+			},
+		},
+		{
+			name: "outcome and reason outside the fixed sets count as error and server_error",
+			reqs: []observe.Request{
+				{Outcome: "exploded", Reason: observe.ReasonHTTP4xx, Duration: time.Second},
+				{Outcome: observe.OutcomeError, Reason: "novel", Duration: time.Second},
+				{Outcome: observe.OutcomeError, Duration: time.Second},
+			},
+			want: requestWant{
+				outcomes: map[observe.Outcome]float64{observe.OutcomeError: 3},
+				reasons:  map[observe.Reason]float64{observe.ReasonHTTP4xx: 1, observe.ReasonServerError: 2},
+				duration: histWant{3, 3},
+			},
+		},
+		{
+			name: "negative server values are ignored",
+			reqs: []observe.Request{{
+				Outcome: observe.OutcomeSuccess, Duration: time.Second, TimeToFirst: 250 * ms, Done: true,
+				EvalCount: -5, PromptEvalCount: -1, EvalDuration: -time.Second, PromptEvalDuration: -time.Second, LoadDuration: -time.Second,
+			}},
+			want: requestWant{
+				outcomes: map[observe.Outcome]float64{observe.OutcomeSuccess: 1},
+				ttft:     histWant{1, 0.25}, queueWait: histWant{1, 0}, duration: histWant{1, 1},
+			},
+		},
+		{
+			name: "a mix adds up",
+			reqs: []observe.Request{
+				fullSuccess, fullSuccess, fullSuccess,
+				{Outcome: observe.OutcomeError, Reason: observe.ReasonFirstTokenTimeout, Duration: 8 * time.Second},
+				{Outcome: observe.OutcomeError, Reason: observe.ReasonFirstTokenTimeout, Duration: 8 * time.Second},
+				{Outcome: observe.OutcomeError, Reason: observe.ReasonModelNotFound, Duration: 125 * ms},
+				{Outcome: observe.OutcomeCanceled, Reason: observe.ReasonCanceled, Duration: 375 * ms},
+			},
+			want: requestWant{
+				outcomes: map[observe.Outcome]float64{observe.OutcomeSuccess: 3, observe.OutcomeError: 3, observe.OutcomeCanceled: 1},
+				reasons: map[observe.Reason]float64{
+					observe.ReasonFirstTokenTimeout: 2, observe.ReasonModelNotFound: 1, observe.ReasonCanceled: 1,
+				},
+				generated: 300, prompt: 60, evalSecs: 4.5, promptEvalSecs: 0.1875, loadSecs: 0.1875,
+				ttft: histWant{3, 0.75}, queueWait: histWant{3, 0.375}, duration: histWant{7, 22.5},
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, reg := newTestMetrics(t)
+			rec := m.Recorder(testLabels)
+			for i := range tt.reqs {
+				q := tt.reqs[i]
+				q.Labels = testLabels
+				rec.Started(false)
+				rec.Finished(&q)
+			}
+			checkRequests(t, m, reg, testLabels, tt.want)
+		})
+	}
+}
+
+func checkRequests(t *testing.T, m *Metrics, reg prometheus.Gatherer, l observe.Labels, want requestWant) {
+	t.Helper()
+	w, a, tg, mo := l.Workload, l.Agent, l.Target, l.Model
+	check := func(what string, c prometheus.Collector, want float64) {
+		t.Helper()
+		if got := testutil.ToFloat64(c); got != want {
+			t.Errorf("%s = %v, want %v", what, got, want)
+		}
+	}
+	var failed float64
+	for _, o := range allOutcomes {
+		check(fmt.Sprintf("requests{outcome=%q}", o), m.requests.WithLabelValues(w, a, tg, mo, string(o)), want.outcomes[o])
+		if o != observe.OutcomeSuccess {
+			failed += want.outcomes[o]
+		}
+	}
+	var reasons float64
+	for _, r := range observe.Reasons {
+		check(fmt.Sprintf("errors{reason=%q}", r), m.errors.WithLabelValues(w, a, tg, mo, string(r)), want.reasons[r])
+		reasons += want.reasons[r]
+	}
+	if reasons != failed {
+		t.Errorf("test table: reasons sum to %v, non-success outcomes to %v", reasons, failed)
+	}
+	for _, k := range observe.Contentions {
+		check(fmt.Sprintf("contention{kind=%q}", k), m.contention.WithLabelValues(w, a, tg, string(k)), want.contention[k])
+	}
+	check("generated tokens", m.generatedTokens.WithLabelValues(w, a, tg, mo), want.generated)
+	check("prompt tokens", m.promptTokens.WithLabelValues(w, a, tg, mo), want.prompt)
+	check("eval seconds", m.evalSeconds.WithLabelValues(w, a, tg, mo), want.evalSecs)
+	check("prompt eval seconds", m.promptEvalSecs.WithLabelValues(w, a, tg, mo), want.promptEvalSecs)
+	check("load seconds", m.loadSeconds.WithLabelValues(w, a, tg, mo), want.loadSecs)
+	check("in flight", m.inFlight.WithLabelValues(w, a, tg), 0)
+
+	for _, h := range []struct {
+		name string
+		want histWant
+	}{
+		{MetricTimeToFirstTokenSeconds, want.ttft},
+		{MetricQueueWaitSeconds, want.queueWait},
+		{MetricRequestDurationSeconds, want.duration},
+	} {
+		got := histogram(t, reg, h.name, requestLabelMap(l))
+		if got.GetSampleCount() != h.want.count || got.GetSampleSum() != h.want.sum {
+			t.Errorf("%s: count %d sum %v, want count %d sum %v",
+				h.name, got.GetSampleCount(), got.GetSampleSum(), h.want.count, h.want.sum)
+		}
+	}
+	if want.ttft.count != uint64(want.outcomes[observe.OutcomeSuccess]) {
+		t.Errorf("test table: TTFT count %d, successes %v", want.ttft.count, want.outcomes[observe.OutcomeSuccess])
+	}
+}
+
+func TestTokenGap(t *testing.T) {
+	m, reg := newTestMetrics(t)
+	rec := m.Recorder(testLabels)
+	for _, d := range []time.Duration{time.Millisecond, 3 * time.Millisecond, 500 * time.Millisecond, 2 * time.Second} {
+		rec.TokenGap(d)
+	}
+	h := histogram(t, reg, MetricInterTokenLatencySeconds, requestLabelMap(testLabels))
+	if h.GetSampleCount() != 4 || h.GetSampleSum() != 0.001+0.003+0.5+2 {
+		t.Errorf("inter-token: count %d sum %v, want 4 and %v", h.GetSampleCount(), h.GetSampleSum(), 0.001+0.003+0.5+2)
+	}
+	// 1ms falls in the first bucket; 2s in the last finite one.
+	b := h.GetBucket()
+	if len(b) != len(interTokenBuckets) || b[0].GetCumulativeCount() != 1 || b[len(b)-1].GetCumulativeCount() != 4 {
+		t.Errorf("inter-token buckets: %v", b)
+	}
+}
+
+func TestNoAllocations(t *testing.T) {
+	m, _ := newTestMetrics(t)
+	rec := m.Recorder(testLabels)
+	q := &observe.Request{
+		Labels: testLabels, Outcome: observe.OutcomeSuccess, Duration: time.Second, FirstToken: true,
+		TimeToFirst: 100 * time.Millisecond, Done: true, EvalCount: 10, EvalDuration: time.Second,
+	}
+	qErr := &observe.Request{Labels: testLabels, Outcome: observe.OutcomeError, Reason: observe.ReasonIdleTimeout, Duration: time.Second}
+	tests := []struct {
+		name string
+		f    func()
+	}{
+		{"TokenGap", func() { rec.TokenGap(20 * time.Millisecond) }},
+		{"Started", func() { rec.Started(true) }},
+		{"Finished success", func() { rec.Finished(q) }},
+		{"Finished error", func() { rec.Finished(qErr) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// AllocsPerRun runs f once first, so native histogram buckets
+			// for the observed values exist before it counts.
+			if n := testing.AllocsPerRun(1000, tt.f); n != 0 {
+				t.Errorf("%s: %v allocations per call, want 0", tt.name, n)
+			}
+		})
+	}
+}
+
+func TestRecorderPrecreatesZeroSeries(t *testing.T) {
+	m, reg := newTestMetrics(t)
+	m.Recorder(testLabels)
+	tests := []struct {
+		name string
+		n    int
+	}{
+		{MetricRequestsTotal, len(allOutcomes)},
+		{MetricRequestErrorsTotal, len(observe.Reasons)},
+		{MetricContentionEventsTotal, len(observe.Contentions)},
+		{MetricGeneratedTokensTotal, 1},
+		{MetricPromptTokensTotal, 1},
+		{MetricEvalDurationSecondsTotal, 1},
+		{MetricPromptEvalDurationSecondsTotal, 1},
+		{MetricLoadDurationSecondsTotal, 1},
+		{MetricAgentRunsTotal, len(allOutcomes)},
+		{MetricArrivalsDroppedTotal, 1},
+		{MetricRequestsInFlight, 1},
+		{MetricTimeToFirstTokenSeconds, 1},
+		{MetricInterTokenLatencySeconds, 1},
+		{MetricRequestDurationSeconds, 1},
+		{MetricQueueWaitSeconds, 1},
+		{MetricAgentRunDurationSeconds, 0},
+		{MetricScheduleDelaySeconds, 0},
+	}
+	for _, tt := range tests {
+		n, err := testutil.GatherAndCount(reg, tt.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n != tt.n {
+			t.Errorf("%s: %d series, want %d", tt.name, n, tt.n)
+		}
+		mf := gatherFamily(t, reg, tt.name)
+		for _, s := range mf.GetMetric() {
+			v := s.GetCounter().GetValue() + s.GetGauge().GetValue() + float64(s.GetHistogram().GetSampleCount())
+			if v != 0 {
+				t.Errorf("%s %v = %v, want 0", tt.name, s.GetLabel(), v)
+			}
+		}
+	}
+	// Every reason and kind of the fixed sets, by name.
+	for _, r := range observe.Reasons {
+		if mf := gatherFamily(t, reg, MetricRequestErrorsTotal); !hasLabel(mf.GetMetric(), LabelReason, string(r)) {
+			t.Errorf("no %s{reason=%q}", MetricRequestErrorsTotal, r)
+		}
+	}
+	for _, k := range observe.Contentions {
+		if mf := gatherFamily(t, reg, MetricContentionEventsTotal); !hasLabel(mf.GetMetric(), LabelKind, string(k)) {
+			t.Errorf("no %s{kind=%q}", MetricContentionEventsTotal, k)
+		}
+	}
+}
+
+func TestRecorderIsCachedPerLabels(t *testing.T) {
+	m, _ := newTestMetrics(t)
+	r1, r2 := m.Recorder(testLabels), m.Recorder(testLabels)
+	if r1 != r2 {
+		t.Error("Recorder returned different recorders for equal labels")
+	}
+	other := testLabels
+	other.Target = "gpu1"
+	if m.Recorder(other) == r1 {
+		t.Error("Recorder returned the same recorder for different targets")
+	}
+	ok := &observe.Request{Outcome: observe.OutcomeSuccess, Done: true}
+	r1.Finished(ok)
+	r2.Finished(ok)
+	w, a, tg, mo := testLabels.Workload, testLabels.Agent, testLabels.Target, testLabels.Model
+	if got := testutil.ToFloat64(m.requests.WithLabelValues(w, a, tg, mo, "success")); got != 2 {
+		t.Errorf("requests{success} = %v, want 2", got)
+	}
+}
+
+func TestInFlightAndSaturation(t *testing.T) {
+	m, _ := newTestMetrics(t)
+	rec := m.Recorder(testLabels)
+	sameTarget := testLabels
+	sameTarget.Model = "qwen3:0.6b" // another model of the agent on the same target shares the gauge
+	rec2 := m.Recorder(sameTarget)
+	inFlight := m.inFlight.WithLabelValues(testLabels.Workload, testLabels.Agent, testLabels.Target)
+	saturation := m.contention.WithLabelValues(testLabels.Workload, testLabels.Agent, testLabels.Target, string(observe.ContentionSlotSaturation))
+	done := &observe.Request{Outcome: observe.OutcomeSuccess}
+	steps := []struct {
+		name           string
+		do             func()
+		inFlight, satu float64
+	}{
+		{"start", func() { rec.Started(false) }, 1, 0},
+		{"start saturated", func() { rec.Started(true) }, 2, 1},
+		{"start other model saturated", func() { rec2.Started(true) }, 3, 2},
+		{"finish", func() { rec.Finished(done) }, 2, 2},
+		{"finish other model", func() { rec2.Finished(done) }, 1, 2},
+		{"finish last", func() { rec.Finished(done) }, 0, 2},
+	}
+	for _, s := range steps {
+		s.do()
+		if got := testutil.ToFloat64(inFlight); got != s.inFlight {
+			t.Errorf("after %s: in flight %v, want %v", s.name, got, s.inFlight)
+		}
+		if got := testutil.ToFloat64(saturation); got != s.satu {
+			t.Errorf("after %s: slot_saturation %v, want %v", s.name, got, s.satu)
+		}
+	}
+}
+
+func TestRunsAndArrivals(t *testing.T) {
+	m, reg := newTestMetrics(t)
+	m.RunFinished(observe.Run{Workload: "chat", Agent: "planner", Outcome: observe.OutcomeSuccess, Duration: 2 * time.Second, Steps: 3})
+	m.RunFinished(observe.Run{Workload: "chat", Agent: "planner", Outcome: observe.OutcomeError, Duration: time.Second})
+	m.RunFinished(observe.Run{Workload: "chat", Agent: "planner", Outcome: "odd", Duration: time.Second})
+	m.ScheduleDelay("chat", 250*time.Millisecond)
+	m.ScheduleDelay("chat", -time.Second) // floored at 0
+	m.ArrivalDropped("chat")
+	m.ArrivalDropped("chat")
+
+	for o, want := range map[observe.Outcome]float64{observe.OutcomeSuccess: 1, observe.OutcomeError: 2, observe.OutcomeCanceled: 0} {
+		if got := testutil.ToFloat64(m.agentRuns.WithLabelValues("chat", "planner", string(o))); got != want {
+			t.Errorf("agent runs{outcome=%q} = %v, want %v", o, got, want)
+		}
+	}
+	if h := histogram(t, reg, MetricAgentRunDurationSeconds, map[string]string{LabelWorkload: "chat", LabelAgent: "planner"}); h.GetSampleCount() != 3 || h.GetSampleSum() != 4 {
+		t.Errorf("run duration: count %d sum %v, want 3 and 4", h.GetSampleCount(), h.GetSampleSum())
+	}
+	if h := histogram(t, reg, MetricScheduleDelaySeconds, map[string]string{LabelWorkload: "chat"}); h.GetSampleCount() != 2 || h.GetSampleSum() != 0.25 {
+		t.Errorf("schedule delay: count %d sum %v, want 2 and 0.25", h.GetSampleCount(), h.GetSampleSum())
+	}
+	if got := testutil.ToFloat64(m.arrivalsDropped.WithLabelValues("chat")); got != 2 {
+		t.Errorf("arrivals dropped = %v, want 2", got)
+	}
+}
+
+func TestForget(t *testing.T) {
+	m, reg := newTestMetrics(t)
+	gone := observe.Labels{Workload: "chat", Agent: "planner", Target: "gpu0", Model: "m1"}
+	goneToo := observe.Labels{Workload: "chat", Agent: "planner", Target: "gpu1", Model: "m1"}
+	sibling := observe.Labels{Workload: "chat", Agent: "coder", Target: "gpu0", Model: "m1"}
+	elsewhere := observe.Labels{Workload: "batch", Agent: "planner", Target: "gpu0", Model: "m1"}
+	all := []observe.Labels{gone, goneToo, sibling, elsewhere}
+	for _, l := range all {
+		rec := m.Recorder(l)
+		rec.Started(true)
+		rec.TokenGap(time.Millisecond)
+		rec.Finished(&observe.Request{Labels: l, Outcome: observe.OutcomeSuccess, Done: true, EvalCount: 1})
+		m.RunFinished(observe.Run{Workload: l.Workload, Agent: l.Agent, Outcome: observe.OutcomeSuccess})
+	}
+	m.ScheduleDelay("chat", time.Millisecond)
+	agentSeries := func(workload, agent string) int {
+		return seriesOf(t, reg, map[string]string{LabelWorkload: workload, LabelAgent: agent})
+	}
+	before := map[string]int{
+		"coder": agentSeries("chat", "coder"), "batch": agentSeries("batch", "planner"),
+	}
+	if agentSeries("chat", "planner") == 0 || before["coder"] == 0 {
+		t.Fatal("no series before Forget")
+	}
+	workloadWide := seriesOf(t, reg, map[string]string{LabelWorkload: "chat"}) -
+		agentSeries("chat", "planner") - agentSeries("chat", "coder")
+
+	m.Forget("chat", "planner")
+
+	if n := agentSeries("chat", "planner"); n != 0 {
+		t.Errorf("%d series of the forgotten agent remain", n)
+	}
+	if n := agentSeries("chat", "coder"); n != before["coder"] {
+		t.Errorf("sibling agent: %d series, want %d", n, before["coder"])
+	}
+	if n := agentSeries("batch", "planner"); n != before["batch"] {
+		t.Errorf("same agent in another workload: %d series, want %d", n, before["batch"])
+	}
+	if n := seriesOf(t, reg, map[string]string{LabelWorkload: "chat"}) - agentSeries("chat", "coder"); n != workloadWide || n == 0 {
+		t.Errorf("workload-wide series: %d, want %d (not 0)", n, workloadWide)
+	}
+
+	// The agent comes back with a later reload: its series start at 0.
+	m.Recorder(gone)
+	if got := testutil.ToFloat64(m.requests.WithLabelValues(gone.Workload, gone.Agent, gone.Target, gone.Model, "success")); got != 0 {
+		t.Errorf("requests of the returning agent = %v, want 0", got)
+	}
+	if got, want := agentSeries("chat", "planner"), before["coder"]-1; got != want {
+		// coder has one more series: its run duration histogram.
+		t.Errorf("returning agent: %d series, want %d", got, want)
+	}
+}
+
+func TestConcurrentUse(t *testing.T) {
+	m, _ := newTestMetrics(t)
+	const workers, perWorker = 8, 500
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			rec := m.Recorder(testLabels)
+			for range perWorker {
+				rec.Started(false)
+				rec.TokenGap(time.Millisecond)
+				rec.Finished(&observe.Request{Outcome: observe.OutcomeSuccess, Done: true, EvalCount: 2})
+				m.ScheduleDelay(testLabels.Workload, time.Millisecond)
+			}
+		})
+	}
+	wg.Go(func() {
+		for i := range perWorker {
+			l := observe.Labels{Workload: testLabels.Workload, Agent: "transient", Target: "t", Model: "m"}
+			m.Recorder(l).Started(i%2 == 0)
+			m.Forget(l.Workload, l.Agent)
+		}
+	})
+	wg.Wait()
+	w, a, tg, mo := testLabels.Workload, testLabels.Agent, testLabels.Target, testLabels.Model
+	if got := testutil.ToFloat64(m.requests.WithLabelValues(w, a, tg, mo, "success")); got != workers*perWorker {
+		t.Errorf("requests = %v, want %d", got, workers*perWorker)
+	}
+	if got := testutil.ToFloat64(m.generatedTokens.WithLabelValues(w, a, tg, mo)); got != 2*workers*perWorker {
+		t.Errorf("generated tokens = %v, want %d", got, 2*workers*perWorker)
+	}
+}
+
+func TestNativeHistograms(t *testing.T) {
+	m, reg := newTestMetrics(t)
+	rec := m.Recorder(testLabels)
+	rec.TokenGap(12 * time.Millisecond)
+	rec.Finished(&observe.Request{Outcome: observe.OutcomeSuccess, Duration: time.Second, TimeToFirst: time.Second, QueueWait: time.Second})
+	m.RunFinished(observe.Run{Workload: "chat", Agent: "planner", Duration: time.Second})
+	m.ScheduleDelay("chat", time.Second)
+	for _, name := range []string{
+		MetricTimeToFirstTokenSeconds, MetricInterTokenLatencySeconds, MetricRequestDurationSeconds,
+		MetricQueueWaitSeconds, MetricAgentRunDurationSeconds, MetricScheduleDelaySeconds,
+	} {
+		h := histogram(t, reg, name, map[string]string{LabelWorkload: "chat"})
+		// Bucket factor 1.1 is schema 3 (factor 2^(2^-3) ≈ 1.09).
+		if h.Schema == nil || h.GetSchema() != 3 {
+			t.Errorf("%s: native schema %v, want 3", name, h.Schema)
+		}
+		if len(h.GetPositiveSpan()) == 0 {
+			t.Errorf("%s: no native buckets", name)
+		}
+		if len(h.GetBucket()) == 0 {
+			t.Errorf("%s: no classic buckets", name)
+		}
+	}
+}
+
+func TestReload(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	r, err := NewReload(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 500_000_000, time.UTC)
+	steps := []struct {
+		ok         bool
+		at         time.Time
+		successful float64
+		timestamp  float64
+	}{
+		{true, t0, 1, float64(t0.Unix()) + 0.5},
+		{false, t0.Add(time.Minute), 0, float64(t0.Unix()) + 0.5},
+		{false, t0.Add(2 * time.Minute), 0, float64(t0.Unix()) + 0.5},
+		{true, t0.Add(3 * time.Minute), 1, float64(t0.Unix()) + 180.5},
+	}
+	for i, s := range steps {
+		r.Observe(s.ok, s.at)
+		if got := testutil.ToFloat64(r.successful); got != s.successful {
+			t.Errorf("step %d: successful = %v, want %v", i, got, s.successful)
+		}
+		if got := testutil.ToFloat64(r.timestamp); got != s.timestamp {
+			t.Errorf("step %d: timestamp = %v, want %v", i, got, s.timestamp)
+		}
+	}
+}
+
+func TestBuildInfoAndRuntime(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	if err := NewBuildInfo(reg); err != nil {
+		t.Fatal(err)
+	}
+	if err := RegisterRuntime(reg); err != nil {
+		t.Fatal(err)
+	}
+	mf := gatherFamily(t, reg, MetricBuildInfo)
+	if len(mf.GetMetric()) != 1 || mf.GetMetric()[0].GetGauge().GetValue() != 1 {
+		t.Fatalf("build info: %v", mf)
+	}
+	for _, name := range []string{"go_goroutines", "process_cpu_seconds_total"} {
+		if gatherFamily(t, reg, name) == nil {
+			t.Errorf("%s not registered", name)
+		}
+	}
+}
+
+func TestRegistrationErrors(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	if _, err := NewMetrics(reg); err != nil {
+		t.Fatal(err)
+	}
+	_, err := NewMetrics(reg)
+	var are prometheus.AlreadyRegisteredError
+	if !errors.As(err, &are) {
+		t.Errorf("second NewMetrics: %v, want AlreadyRegisteredError", err)
+	}
+	if _, err := NewReload(reg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewReload(reg); err == nil {
+		t.Error("second NewReload: no error")
+	}
+	if err := NewBuildInfo(reg); err != nil {
+		t.Fatal(err)
+	}
+	if err := NewBuildInfo(reg); err == nil {
+		t.Error("second NewBuildInfo: no error")
+	}
+	if _, err := NewMetrics(nil); err == nil {
+		t.Error("NewMetrics(nil): no error")
+	}
+
+	// A failure part-way leaves nothing of the failed call registered.
+	for failAt := 1; failAt <= 17; failAt += 8 {
+		fr := &flakyRegisterer{failAt: failAt, live: map[prometheus.Collector]bool{}}
+		if _, err := NewMetrics(fr); err == nil {
+			t.Fatalf("NewMetrics failing at registration %d: no error", failAt)
+		}
+		if len(fr.live) != 0 {
+			t.Errorf("NewMetrics failing at registration %d left %d collectors registered", failAt, len(fr.live))
+		}
+	}
+}
+
+// flakyRegisterer fails its failAt-th Register call and tracks the
+// collectors registered with it.
+type flakyRegisterer struct {
+	failAt, n int
+	live      map[prometheus.Collector]bool
+}
+
+func (f *flakyRegisterer) Register(c prometheus.Collector) error {
+	f.n++
+	if f.n == f.failAt {
+		return errors.New("refused")
+	}
+	f.live[c] = true
+	return nil
+}
+
+func (f *flakyRegisterer) MustRegister(cs ...prometheus.Collector) {
+	for _, c := range cs {
+		if err := f.Register(c); err != nil {
+			panic(err)
+		}
+	}
+}
+
+func (f *flakyRegisterer) Unregister(c prometheus.Collector) bool {
+	ok := f.live[c]
+	delete(f.live, c)
+	return ok
+}
+
+func hasLabel(ms []*dto.Metric, name, value string) bool {
+	for _, m := range ms {
+		for _, lp := range m.GetLabel() {
+			if lp.GetName() == name && lp.GetValue() == value {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func BenchmarkTokenGap(b *testing.B) {
+	m, _ := newTestMetrics(b)
+	rec := m.Recorder(testLabels)
+	b.ReportAllocs()
+	for b.Loop() {
+		rec.TokenGap(25 * time.Millisecond)
+	}
+}
+
+func BenchmarkFinished(b *testing.B) {
+	m, _ := newTestMetrics(b)
+	rec := m.Recorder(testLabels)
+	q := &observe.Request{
+		Labels: testLabels, Outcome: observe.OutcomeSuccess, Duration: 3 * time.Second, FirstToken: true,
+		TimeToFirst: 200 * time.Millisecond, QueueWait: 50 * time.Millisecond, Done: true, ContentChunks: 120,
+		EvalCount: 120, PromptEvalCount: 40, EvalDuration: 2500 * time.Millisecond,
+		PromptEvalDuration: 100 * time.Millisecond, LoadDuration: 2 * time.Millisecond,
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		rec.Started(false)
+		rec.Finished(q)
+	}
+}
