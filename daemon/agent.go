@@ -1,0 +1,201 @@
+package daemon
+
+import (
+	"context"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ollama/ollama/api"
+	"go.uber.org/zap"
+
+	"github.com/chimeraforge/chimeraforge/config"
+	"github.com/chimeraforge/chimeraforge/observe"
+)
+
+// Failed runs of a closed-loop replica back off exponentially, with jitter,
+// so that a server that is down is not hammered by every replica at once.
+const (
+	backoffMin = 250 * time.Millisecond
+	backoffMax = 30 * time.Second
+)
+
+// agentRunner runs one agent of one workload: it owns the targets the agent
+// may use, one recorder per target, and the balancing state shared by the
+// agent's replicas.
+type agentRunner struct {
+	workload        string
+	agent           *config.Agent
+	opts            map[string]any
+	targets         []*target
+	recs            []observe.Recorder
+	seen            []atomic.Bool // per target: the agent already sent a request there
+	rr              atomic.Uint64
+	sink            observe.Sink
+	log             *zap.Logger
+	reloadThreshold time.Duration
+
+	mu      sync.Mutex
+	failing bool // the last run failed; logs only on a change
+}
+
+func newAgentRunner(workload string, a *config.Agent, targets []*target, sink observe.Sink, log *zap.Logger, reloadThreshold time.Duration) *agentRunner {
+	ar := &agentRunner{
+		workload:        workload,
+		agent:           a,
+		opts:            a.Options.Map(),
+		targets:         targets,
+		recs:            make([]observe.Recorder, len(targets)),
+		seen:            make([]atomic.Bool, len(targets)),
+		sink:            sink,
+		log:             log.With(zap.String("workload", workload), zap.String("agent", a.Name)),
+		reloadThreshold: reloadThreshold,
+	}
+	for i, t := range targets {
+		ar.recs[i] = sink.Recorder(observe.Labels{Workload: workload, Agent: a.Name, Target: t.name, Model: a.Model})
+	}
+	return ar
+}
+
+// pick chooses the target of the next call.
+func (ar *agentRunner) pick() int {
+	n := len(ar.targets)
+	if n == 1 {
+		return 0
+	}
+	if ar.agent.Balance == config.BalanceLeastInFlight {
+		best, bestN := 0, ar.targets[0].inFlight.Load()
+		for i := 1; i < n; i++ {
+			if v := ar.targets[i].inFlight.Load(); v < bestN {
+				best, bestN = i, v
+			}
+		}
+		return best
+	}
+	return int((ar.rr.Add(1) - 1) % uint64(n))
+}
+
+// runOnce runs the agent's workflow once, step after step, and records the
+// run. It reports whether every step succeeded.
+func (ar *agentRunner) runOnce(ctx context.Context, replica int, runNo uint64) bool {
+	start := time.Now()
+	a := ar.agent
+	data := config.TemplateData{
+		Outputs: make(map[string]string, len(a.Workflow)),
+		Vars:    a.Variables,
+		Run:     runNo,
+		Agent:   a.Name,
+		Replica: replica,
+	}
+	var history []api.Message
+	run := observe.Run{Workload: ar.workload, Agent: a.Name, Outcome: observe.OutcomeSuccess}
+	for i := range a.Workflow {
+		step := &a.Workflow[i]
+		data.Step = step.Name
+		prompt, err := step.Render(data)
+		if err != nil {
+			// Validation executed every template once; a failure here is
+			// data-dependent. Count the run as failed, never the process.
+			ar.log.Warn("render prompt", zap.String("step", step.Name), zap.Error(err))
+			run.Outcome = observe.OutcomeError
+			break
+		}
+		ti := ar.pick()
+		spec := newCallSpec(a, ar.opts, step.System, prompt, history)
+		obs := observe.Request{
+			Labels: observe.Labels{Workload: ar.workload, Agent: a.Name, Target: ar.targets[ti].name, Model: a.Model},
+			Step:   step.Name,
+		}
+		first := !ar.seen[ti].Swap(true)
+		out, err := call(ctx, ar.targets[ti], spec, ar.recs[ti], &obs, ar.reloadThreshold, first)
+		if obs.Outcome != observe.OutcomeSuccess {
+			run.Outcome = obs.Outcome
+			if obs.Outcome == observe.OutcomeError {
+				ar.noteFailure(step.Name, ar.targets[ti].name, obs.Reason, err)
+			}
+			break
+		}
+		run.Steps++
+		data.Outputs[step.Name] = out
+		data.Previous = out
+		if a.KeepHistory {
+			if step.System != "" {
+				history = append(history, api.Message{Role: "system", Content: step.System})
+			}
+			history = append(history,
+				api.Message{Role: "user", Content: prompt},
+				api.Message{Role: "assistant", Content: out})
+		}
+	}
+	run.Duration = time.Since(start)
+	ar.sink.RunFinished(run)
+	if run.Outcome == observe.OutcomeSuccess {
+		ar.noteSuccess()
+	}
+	return run.Outcome == observe.OutcomeSuccess
+}
+
+// noteFailure logs the first failure after a success at warn level and the
+// rest at debug, so a target that is down costs one line, not one per run.
+func (ar *agentRunner) noteFailure(step, target string, reason observe.Reason, err error) {
+	ar.mu.Lock()
+	was := ar.failing
+	ar.failing = true
+	ar.mu.Unlock()
+	lvl := zap.WarnLevel
+	if was {
+		lvl = zap.DebugLevel
+	}
+	ar.log.Log(lvl, "agent run failing", zap.String("step", step), zap.String("target", target),
+		zap.String("reason", string(reason)), zap.Error(err))
+}
+
+func (ar *agentRunner) noteSuccess() {
+	ar.mu.Lock()
+	was := ar.failing
+	ar.failing = false
+	ar.mu.Unlock()
+	if was {
+		ar.log.Info("agent runs succeeding again")
+	}
+}
+
+// closedLoop is one replica of a closed-loop workload: run, think, repeat,
+// until arrivals ends; a run in progress then finishes unless runCtx ends.
+// After a failed run it waits a growing, jittered backoff instead of the
+// think time.
+func (ar *agentRunner) closedLoop(arrivals, runCtx context.Context, replica int) {
+	var runNo uint64
+	backoff := time.Duration(0)
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(replica)))
+	for arrivals.Err() == nil {
+		runNo++
+		wait := ar.agent.ThinkTime
+		if ar.runOnce(runCtx, replica, runNo) {
+			backoff = 0
+		} else {
+			backoff = min(backoffMax, max(backoffMin, 2*backoff))
+			// Half fixed, half random: bounded and spread out.
+			wait = max(wait, backoff/2+time.Duration(rng.Int64N(int64(backoff/2)+1)))
+		}
+		if !sleep(arrivals, wait) {
+			return
+		}
+	}
+}
+
+// sleep waits d or until ctx ends; it reports whether the full wait passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

@@ -1,0 +1,108 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ollama/ollama/api"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/chimeraforge/chimeraforge/config"
+	"github.com/chimeraforge/chimeraforge/exporters"
+	"github.com/chimeraforge/chimeraforge/observe"
+)
+
+// ndjsonStream renders a chat answer of n one-word chunks and a final chunk,
+// byte for byte as Ollama streams it.
+func ndjsonStream(tb testing.TB, n int) []byte {
+	tb.Helper()
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	at := time.Date(2026, 11, 27, 0, 0, 0, 0, time.UTC)
+	for i := range n {
+		if err := enc.Encode(api.ChatResponse{Model: "sim-tiny", CreatedAt: at.Add(time.Duration(i) * time.Millisecond),
+			Message: api.Message{Role: "assistant", Content: "token "}}); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	final := api.ChatResponse{Model: "sim-tiny", CreatedAt: at, Message: api.Message{Role: "assistant"}, Done: true, DoneReason: "length",
+		Metrics: api.Metrics{TotalDuration: time.Second, LoadDuration: time.Millisecond, PromptEvalCount: 10,
+			PromptEvalDuration: time.Millisecond, EvalCount: n, EvalDuration: time.Second}}
+	if err := enc.Encode(final); err != nil {
+		tb.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// BenchmarkStreamToMetrics measures the per-chunk hot path end to end: an
+// NDJSON stream read from loopback by the Ollama client, measured by call,
+// recorded into the Prometheus metrics. Reported per streamed token.
+func BenchmarkStreamToMetrics(b *testing.B) {
+	const tokens = 256
+	body := ndjsonStream(b, tokens)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		_, _ = w.Write(body)
+	}))
+	defer srv.Close()
+	u, _ := url.Parse(srv.URL)
+	tc := config.Target{Name: "bench", URL: srv.URL, NumParallel: 1,
+		Timeouts: config.Timeouts{Connect: time.Second, FirstToken: time.Minute, Idle: time.Minute, Request: time.Minute}}
+	tg := newTarget(tc, u)
+	m, err := exporters.NewMetrics(prometheus.NewRegistry())
+	if err != nil {
+		b.Fatal(err)
+	}
+	labels := observe.Labels{Workload: "w", Agent: "a", Target: "bench", Model: "sim-tiny"}
+	rec := m.Recorder(labels)
+	a := &config.Agent{Name: "a", Model: "sim-tiny", API: config.APIChat}
+	spec := newCallSpec(a, nil, "", "hello", nil)
+	ctx := context.Background()
+
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	b.ResetTimer()
+	for b.Loop() {
+		obs := observe.Request{Labels: labels}
+		if _, err := call(ctx, tg, spec, rec, &obs, time.Second, false); err != nil || obs.EvalCount != tokens {
+			b.Fatalf("call: %v, eval_count %d", err, obs.EvalCount)
+		}
+	}
+	b.StopTimer()
+	runtime.ReadMemStats(&after)
+	n := float64(b.N) * tokens
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/n, "ns/token")
+	b.ReportMetric(float64(after.Mallocs-before.Mallocs)/n, "allocs/token")
+	b.ReportMetric(float64(after.TotalAlloc-before.TotalAlloc)/n, "B/token")
+}
+
+// BenchmarkOnChunk isolates what Chimeraforge itself does per chunk, once
+// the client has decoded it.
+func BenchmarkOnChunk(b *testing.B) {
+	m, err := exporters.NewMetrics(prometheus.NewRegistry())
+	if err != nil {
+		b.Fatal(err)
+	}
+	rec := m.Recorder(observe.Labels{Workload: "w", Agent: "a", Target: "t", Model: "m"})
+	timer := time.AfterFunc(time.Hour, func() {})
+	defer timer.Stop()
+	var phase atomic.Int32
+	obs := &observe.Request{}
+	s := &stream{rec: rec, watch: timer, idle: time.Hour, phase: &phase, obs: obs, start: time.Now()}
+	var metrics api.Metrics
+	b.ReportAllocs()
+	for b.Loop() {
+		s.onChunk("token ", "", false, &metrics)
+		if s.out.Len() > 1<<20 {
+			s.out.Reset()
+		}
+	}
+}

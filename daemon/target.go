@@ -1,0 +1,107 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ollama/ollama/api"
+	"github.com/prometheus/common/version"
+
+	"github.com/chimeraforge/chimeraforge/config"
+)
+
+// target is one Ollama server as the daemon sees it: a client bound to its
+// URL, headers and connect timeout, and the number of requests this daemon
+// has in flight to it (for slot saturation and least_in_flight balancing).
+type target struct {
+	name        string
+	url         *url.URL
+	cfg         config.Target
+	client      *api.Client
+	transport   *http.Transport
+	numParallel int64
+	inFlight    atomic.Int64
+
+	mu      sync.Mutex
+	version string // last answer of /api/version; "" until one came
+}
+
+// newTarget builds the client of one target. base is the resolved URL (a
+// sim:// URL is resolved to the simulator's loopback address by the caller).
+func newTarget(cfg config.Target, base *url.URL) *target {
+	tr := &http.Transport{
+		// Never a proxy: the daemon only ever connects to configured targets.
+		Proxy:               nil,
+		DialContext:         (&net.Dialer{Timeout: cfg.Timeouts.Connect, KeepAlive: 30 * time.Second}).DialContext,
+		TLSHandshakeTimeout: cfg.Timeouts.Connect,
+		MaxIdleConnsPerHost: 256,
+		IdleConnTimeout:     90 * time.Second,
+	}
+	headers := make(http.Header, len(cfg.Headers)+1)
+	for k, v := range cfg.Headers {
+		headers.Set(k, v.Resolved())
+	}
+	headers.Set("User-Agent", "chimeraforge/"+version.Version)
+	hc := &http.Client{Transport: headerTransport{next: tr, headers: headers}}
+	return &target{
+		name:        cfg.Name,
+		url:         base,
+		cfg:         cfg,
+		client:      api.NewClient(base, hc),
+		transport:   tr,
+		numParallel: int64(cfg.NumParallel),
+	}
+}
+
+// acquire marks one more request in flight and reports whether the target
+// already had num_parallel in flight: the request will have to queue on a
+// server that runs with that many slots.
+func (t *target) acquire() (saturated bool) {
+	return t.inFlight.Add(1) > t.numParallel
+}
+
+func (t *target) release() { t.inFlight.Add(-1) }
+
+// probeVersion asks /api/version once, bounded by the connect timeout plus a
+// second for the answer.
+func (t *target) probeVersion(ctx context.Context) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, t.cfg.Timeouts.Connect+time.Second)
+	defer cancel()
+	v, err := t.client.Version(ctx)
+	if err != nil {
+		return "", fmt.Errorf("probe %s /api/version: %w", t.name, err)
+	}
+	t.mu.Lock()
+	t.version = v
+	t.mu.Unlock()
+	return v, nil
+}
+
+func (t *target) answered() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.version != ""
+}
+
+func (t *target) close() { t.transport.CloseIdleConnections() }
+
+// headerTransport adds the target's configured headers (auth proxies) and
+// our User-Agent to every request.
+type headerTransport struct {
+	next    http.RoundTripper
+	headers http.Header
+}
+
+func (h headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	for k, v := range h.headers {
+		r.Header[k] = v
+	}
+	return h.next.RoundTrip(r)
+}
