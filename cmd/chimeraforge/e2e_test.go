@@ -1,0 +1,242 @@
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// contentionConfig runs the same pair of agents (different num_ctx) twice:
+// workload "shared" puts both on one simulated server with one slot, and
+// workload "separate" gives each its own server.
+const contentionConfig = `
+global:
+  model_reload_threshold: 20ms
+simulation:
+  gpus:
+    - {name: g-shared, decode_rate: 400}
+    - {name: g-a, decode_rate: 400}
+    - {name: g-b, decode_rate: 400}
+  instances:
+    - {name: shared, gpu: g-shared, num_parallel: 1, load_delay: 40ms, jitter: 0, seed: 1}
+    - {name: solo-a, gpu: g-a, num_parallel: 1, load_delay: 40ms, jitter: 0, seed: 2}
+    - {name: solo-b, gpu: g-b, num_parallel: 1, load_delay: 40ms, jitter: 0, seed: 3}
+targets:
+  - {name: shared, url: "sim://shared", num_parallel: 1}
+  - {name: solo-a, url: "sim://solo-a", num_parallel: 1}
+  - {name: solo-b, url: "sim://solo-b", num_parallel: 1}
+agents:
+%s
+workloads:
+  - name: shared
+    duration: 2s
+    agents: [{agent: shared-a}, {agent: shared-b}]
+  - name: separate
+    duration: 2s
+    agents: [{agent: solo-a}, {agent: solo-b}]
+`
+
+func agentYAML(name, target string, numCtx int, api string) string {
+	return fmt.Sprintf(`  - name: %s
+    target: %s
+    model: sim-tiny
+    api: %s
+    options: {num_ctx: %d, num_predict: 12, temperature: 0}
+    variables: {topic: "GPU contention"}
+    workflow:
+      - name: analysis
+        system: You are a careful analyst.
+        prompt: "Analyse {{.Vars.topic}} in three points."
+      - name: report
+        prompt: "Write a short report from this analysis: {{.Previous}}"
+`, name, target, api, numCtx)
+}
+
+// waitQuiet waits until bounded workloads have finished: nothing in flight
+// and the request count unchanged between two scrapes.
+func waitQuiet(t *testing.T, r *running, limit time.Duration) metrics {
+	t.Helper()
+	var m metrics
+	last := -1.0
+	eventually(t, limit, "workloads to finish", func() bool {
+		m = r.scrape(t)
+		n := m.sum("chimeraforge_requests_total", nil)
+		quiet := n > 0 && n == last && m.sum("chimeraforge_requests_in_flight", nil) == 0
+		last = n
+		if !quiet {
+			time.Sleep(200 * time.Millisecond)
+		}
+		return quiet
+	})
+	return m
+}
+
+func TestEndToEndAgainstSimulator(t *testing.T) {
+	agents := agentYAML("shared-a", "shared", 512, "chat") + agentYAML("shared-b", "shared", 1024, "generate") +
+		agentYAML("solo-a", "solo-a", 512, "chat") + agentYAML("solo-b", "solo-b", 1024, "generate")
+	r := startDaemon(t, fmt.Sprintf(contentionConfig, agents), false)
+
+	eventually(t, 10*time.Second, "/readyz 200", func() bool {
+		code, _ := r.get(t, "/readyz")
+		return code == http.StatusOK
+	})
+	m := waitQuiet(t, r, 20*time.Second)
+
+	if n := m.sum("chimeraforge_requests_total", map[string]string{"outcome": "error"}) +
+		m.sum("chimeraforge_requests_total", map[string]string{"outcome": "canceled"}); n != 0 {
+		t.Errorf("requests that did not succeed: %v, want 0", n)
+	}
+
+	// What the daemon counted equals what each simulator says it sent.
+	for _, target := range []string{"shared", "solo-a", "solo-b"} {
+		stats := r.app.daemon.Simulator(target).Stats()
+		sel := map[string]string{"target": target}
+		t.Logf("target %s: simulator sent %d tokens in %d completed requests (%d loads); daemon counted %v tokens",
+			target, stats.EvalTokens, stats.Completed, stats.Loads, m.sum("chimeraforge_generated_tokens_total", sel))
+		if got := m.sum("chimeraforge_generated_tokens_total", sel); got != float64(stats.EvalTokens) || got == 0 {
+			t.Errorf("target %s: chimeraforge_generated_tokens_total = %v, simulator sent %d (want equal, > 0)", target, got, stats.EvalTokens)
+		}
+		if got := m.sum("chimeraforge_prompt_tokens_total", sel); got != float64(stats.PromptTokens) {
+			t.Errorf("target %s: chimeraforge_prompt_tokens_total = %v, simulator evaluated %d", target, got, stats.PromptTokens)
+		}
+		if got := m.sum("chimeraforge_requests_total", sel); got != float64(stats.Completed) {
+			t.Errorf("target %s: chimeraforge_requests_total = %v, simulator completed %d", target, got, stats.Completed)
+		}
+	}
+
+	// Every successful request has exactly one TTFT observation.
+	for _, ls := range m.series("chimeraforge_time_to_first_token_seconds") {
+		success := map[string]string{"outcome": "success"}
+		for k, v := range ls {
+			success[k] = v
+		}
+		ttft := m.sum("chimeraforge_time_to_first_token_seconds", ls)
+		ok := m.sum("chimeraforge_requests_total", success)
+		if ttft != ok || ok == 0 {
+			t.Errorf("%v: TTFT count %v, successful requests %v (want equal, > 0)", ls, ttft, ok)
+		}
+	}
+
+	contention := func(workload, kind string) float64 {
+		return m.sum("chimeraforge_contention_events_total", map[string]string{"workload": workload, "kind": kind})
+	}
+	t.Logf("contention: shared slot_saturation %v model_reload %v; separate slot_saturation %v model_reload %v",
+		contention("shared", "slot_saturation"), contention("shared", "model_reload"),
+		contention("separate", "slot_saturation"), contention("separate", "model_reload"))
+	if n := contention("shared", "slot_saturation"); n == 0 {
+		t.Error("workload shared: no slot_saturation although two agents share a target with num_parallel 1")
+	}
+	if n := contention("separate", "slot_saturation"); n != 0 {
+		t.Errorf("workload separate: slot_saturation = %v, want 0 (each agent has its own target)", n)
+	}
+	if n := contention("shared", "model_reload"); n == 0 {
+		t.Error("workload shared: no model_reload although agents with num_ctx 512 and 1024 share a target")
+	}
+	if n := contention("separate", "model_reload"); n != 0 {
+		t.Errorf("workload separate: model_reload = %v, want 0", n)
+	}
+	// The reloads the daemon counted are reloads the simulator performed.
+	if loads := r.app.daemon.Simulator("shared").Stats().Loads; contention("shared", "model_reload") > float64(loads) {
+		t.Errorf("model_reload %v exceeds the simulator's %d loads", contention("shared", "model_reload"), loads)
+	}
+	// Queue wait shows where the slot is shared.
+	if qs, qa := m.sum("chimeraforge_queue_wait_seconds", map[string]string{"workload": "shared"}), m.sum("chimeraforge_queue_wait_seconds", map[string]string{"workload": "separate"}); qs == 0 || qa == 0 {
+		t.Errorf("queue wait observations: shared %v, separate %v, want > 0", qs, qa)
+	}
+	if runs := m.sum("chimeraforge_agent_runs_total", map[string]string{"outcome": "success"}); runs == 0 {
+		t.Error("no successful workflow runs")
+	}
+}
+
+func TestDemoMetricsFlow(t *testing.T) {
+	r := startDaemon(t, "", false)
+	if !strings.Contains(r.stdout.String(), "/metrics") {
+		t.Errorf("stdout does not print the metrics URL: %q", r.stdout.String())
+	}
+	eventually(t, 15*time.Second, "tokens from both demo agents", func() bool {
+		m := r.scrape(t)
+		return m.sum("chimeraforge_generated_tokens_total", map[string]string{"agent": "analyst"}) > 0 &&
+			m.sum("chimeraforge_generated_tokens_total", map[string]string{"agent": "reporter"}) > 0
+	})
+	code, _ := r.get(t, "/readyz")
+	if code != http.StatusOK {
+		t.Errorf("/readyz = %d, want 200", code)
+	}
+	code, _ = r.post(t, "/-/reload")
+	if code != http.StatusForbidden {
+		t.Errorf("/-/reload without --web.enable-lifecycle = %d, want 403", code)
+	}
+}
+
+const reloadConfig = `
+simulation:
+  instances:
+    - {name: sim, num_parallel: 2, load_delay: 10ms}
+targets:
+  - {name: sim, url: "sim://sim", num_parallel: 2}
+agents:
+  - name: steady
+    target: sim
+    model: sim-tiny
+    options: {num_predict: 8}
+    think_time: 50ms
+    workflow:
+      - {name: ask, prompt: "Say something about {{.Vars.topic}}"}
+    variables: {topic: reloads}
+%s
+workloads:
+  - name: soak
+    agents: [{agent: steady}%s]
+`
+
+func TestReload(t *testing.T) {
+	r := startDaemon(t, fmt.Sprintf(reloadConfig, "", ""), true)
+	tokens := func() float64 {
+		return r.scrape(t).sum("chimeraforge_generated_tokens_total", map[string]string{"agent": "steady"})
+	}
+	eventually(t, 10*time.Second, "first tokens", func() bool { return tokens() > 0 })
+
+	// A broken configuration is refused and the old one keeps running.
+	if err := os.WriteFile(r.app.opts.configFile, []byte("targets: [{name: sim, urll: x}]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, body := r.post(t, "/-/reload")
+	if code != http.StatusInternalServerError || !strings.Contains(body, "targets[0].urll") {
+		t.Errorf("broken reload: %d %q, want 500 naming targets[0].urll", code, body)
+	}
+	m := r.scrape(t)
+	if v := m.sum("chimeraforge_config_last_reload_successful", nil); v != 0 {
+		t.Errorf("chimeraforge_config_last_reload_successful = %v after a failed reload, want 0", v)
+	}
+	before := tokens()
+	eventually(t, 10*time.Second, "tokens still flowing after the failed reload", func() bool { return tokens() > before })
+
+	// A good configuration that adds an agent: the unchanged agent keeps
+	// its counters, the new one starts.
+	extra := `  - name: newcomer
+    target: sim
+    model: sim-tiny
+    options: {num_predict: 4}
+    workflow:
+      - {name: ask, prompt: "Hello"}`
+	if err := os.WriteFile(r.app.opts.configFile, []byte(fmt.Sprintf(reloadConfig, extra, ", {agent: newcomer}")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	kept := tokens()
+	code, body = r.post(t, "/-/reload")
+	if code != http.StatusOK {
+		t.Fatalf("good reload: %d %q", code, body)
+	}
+	if v := r.scrape(t).sum("chimeraforge_config_last_reload_successful", nil); v != 1 {
+		t.Errorf("chimeraforge_config_last_reload_successful = %v after a good reload, want 1", v)
+	}
+	if after := tokens(); after < kept {
+		t.Errorf("steady's tokens went from %v to %v across a reload: counters were reset", kept, after)
+	}
+	eventually(t, 10*time.Second, "tokens from the added agent", func() bool {
+		return r.scrape(t).sum("chimeraforge_generated_tokens_total", map[string]string{"agent": "newcomer"}) > 0
+	})
+}

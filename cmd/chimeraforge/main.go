@@ -1,0 +1,93 @@
+// Command chimeraforge drives LLM agent workloads against Ollama servers and
+// exposes what it measures as Prometheus metrics.
+//
+//	chimeraforge run [--config FILE]   the daemon (no --config: the built-in demo)
+//	chimeraforge sim                   the Ollama simulator alone
+//	chimeraforge config check FILE     validate a configuration
+//	chimeraforge version
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/alecthomas/kingpin/v2"
+	"github.com/prometheus/common/version"
+	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
+)
+
+// DefaultListenAddress is where /metrics is served unless told otherwise.
+const DefaultListenAddress = ":9477"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(cli(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// errUsage marks errors already explained by kingpin's usage output.
+var errUsage = errors.New("usage")
+
+// cli parses args and runs one subcommand; it returns the exit code.
+func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	app := kingpin.New("chimeraforge", "Drives LLM agent workloads against Ollama servers and exports what it measures as Prometheus metrics.")
+	app.UsageWriter(stdout)
+	app.ErrorWriter(stderr)
+	app.Version(version.Print("chimeraforge"))
+	app.HelpFlag.Short('h')
+	exited := false
+	app.Terminate(func(int) { exited = true })
+
+	runCmd := app.Command("run", "Run the daemon (the built-in demo against embedded simulators when --config is not given).").Default()
+	ro := runOptions{}
+	runCmd.Flag("config", "Configuration file (YAML). Without it the built-in demo runs.").StringVar(&ro.configFile)
+	runCmd.Flag("set", "Override one configuration key, e.g. --set global.shutdown_timeout=5s (repeatable; wins over file and environment).").StringsVar(&ro.sets)
+	ro.web = kingpinflag.AddFlags(runCmd, DefaultListenAddress)
+	runCmd.Flag("web.enable-lifecycle", "Enable POST /-/reload and /-/quit.").BoolVar(&ro.enableLifecycle)
+	runCmd.Flag("log.level", "Log level: debug, info, warn, error.").Default("info").EnumVar(&ro.logLevel, "debug", "info", "warn", "error")
+	runCmd.Flag("log.format", "Log format: json or console.").Default("console").EnumVar(&ro.logFormat, "json", "console")
+
+	simCmd := app.Command("sim", "Run the Ollama simulator alone (a test double and demo, never a measurement of Ollama).")
+	so := registerSimFlags(simCmd)
+
+	cfgCmd := app.Command("config", "Work with configuration files.")
+	checkCmd := cfgCmd.Command("check", "Validate a configuration file; exit 1 listing every problem.")
+	checkFile := checkCmd.Arg("file", "Configuration file.").Required().String()
+	checkSets := checkCmd.Flag("set", "Override one configuration key (repeatable).").Strings()
+	showCmd := cfgCmd.Command("show", "Print the effective configuration (defaults applied, secrets redacted).")
+	showFile := showCmd.Arg("file", "Configuration file.").Required().String()
+	showSets := showCmd.Flag("set", "Override one configuration key (repeatable).").Strings()
+
+	versionCmd := app.Command("version", "Print the version.")
+
+	cmd, err := app.Parse(args)
+	if exited {
+		return 0 // --help or --version
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "chimeraforge: %v (see --help)\n", err)
+		return 2
+	}
+	switch cmd {
+	case runCmd.FullCommand():
+		err = runMain(ctx, ro, stdout, stderr)
+	case simCmd.FullCommand():
+		err = runSim(ctx, so, stdout, stderr)
+	case checkCmd.FullCommand():
+		err = configCheck(*checkFile, *checkSets, stdout)
+	case showCmd.FullCommand():
+		err = configShow(*showFile, *showSets, stdout)
+	case versionCmd.FullCommand():
+		fmt.Fprintln(stdout, version.Print("chimeraforge"))
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "chimeraforge: %v\n", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,284 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/common/version"
+	"github.com/prometheus/exporter-toolkit/web"
+	"go.uber.org/zap"
+	"go.uber.org/zap/exp/zapslog"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/chimeraforge/chimeraforge/daemon"
+	"github.com/chimeraforge/chimeraforge/exporters"
+)
+
+// runOptions are the flags of `chimeraforge run`.
+type runOptions struct {
+	configFile      string
+	sets            []string
+	web             *web.FlagConfig
+	enableLifecycle bool
+	logLevel        string
+	logFormat       string
+
+	// For tests: serve on these listeners instead of --web.listen-address,
+	// and report the started daemon.
+	listeners []net.Listener
+	started   func(*app)
+}
+
+// app is one running daemon with its HTTP front.
+type app struct {
+	opts     runOptions
+	log      *zap.Logger
+	reg      *prometheus.Registry
+	daemon   *daemon.Daemon
+	reloadM  *exporters.Reload
+	reloadMu sync.Mutex // one reload at a time
+	quit     context.CancelFunc
+}
+
+func newLogger(level, format string, w io.Writer) (*zap.Logger, error) {
+	lvl, err := zapcore.ParseLevel(level)
+	if err != nil {
+		return nil, fmt.Errorf("--log.level: %w", err)
+	}
+	ec := zap.NewProductionEncoderConfig()
+	ec.EncodeTime = zapcore.ISO8601TimeEncoder
+	var enc zapcore.Encoder
+	if format == "json" {
+		enc = zapcore.NewJSONEncoder(ec)
+	} else {
+		ec.EncodeLevel = zapcore.CapitalLevelEncoder
+		enc = zapcore.NewConsoleEncoder(ec)
+	}
+	return zap.New(zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), lvl)), nil
+}
+
+// runMain runs the daemon until ctx ends (SIGINT/SIGTERM) or /-/quit.
+// SIGHUP reloads the configuration.
+func runMain(ctx context.Context, o runOptions, stdout, stderr io.Writer) error {
+	log, err := newLogger(o.logLevel, o.logFormat, stderr)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = log.Sync() }()
+
+	cfg, err := loadConfig(o.configFile, o.sets)
+	if err != nil {
+		return err
+	}
+	if o.web.WebConfigFile != nil && *o.web.WebConfigFile != "" {
+		if err := web.Validate(*o.web.WebConfigFile); err != nil {
+			return fmt.Errorf("--web.config.file %q: %w", *o.web.WebConfigFile, err)
+		}
+	}
+
+	a := &app{opts: o, log: log, reg: prometheus.NewRegistry()}
+	metrics, err := exporters.NewMetrics(a.reg)
+	if err != nil {
+		return fmt.Errorf("register metrics: %w", err)
+	}
+	if a.reloadM, err = exporters.NewReload(a.reg); err != nil {
+		return fmt.Errorf("register metrics: %w", err)
+	}
+	if err := exporters.NewBuildInfo(a.reg); err != nil {
+		return fmt.Errorf("register metrics: %w", err)
+	}
+	if err := exporters.RegisterRuntime(a.reg); err != nil {
+		return fmt.Errorf("register metrics: %w", err)
+	}
+	a.reloadM.Observe(true, time.Now())
+	a.daemon = daemon.New(cfg, metrics, log)
+
+	ctx, a.quit = context.WithCancel(ctx)
+	defer a.quit()
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				_ = a.reload()
+			}
+		}
+	}()
+
+	srv := &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- a.serve(srv, stdout) }()
+
+	if o.started != nil {
+		o.started(a)
+	}
+	what := "config " + o.configFile
+	if o.configFile == "" {
+		what = "built-in demo (embedded simulators; pass --config to measure real Ollama servers)"
+	}
+	log.Info("chimeraforge starting", zap.String("version", version.Version), zap.String("running", what))
+
+	runErr := make(chan error, 1)
+	go func() { runErr <- a.daemon.Run(ctx) }()
+
+	select {
+	case err = <-serveErr:
+		// The metrics endpoint is the product: without it, stop.
+		a.quit()
+		<-runErr
+		return fmt.Errorf("serve metrics: %w", err)
+	case err = <-runErr:
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(sctx)
+	if err != nil {
+		return fmt.Errorf("run: %w", err)
+	}
+	log.Info("chimeraforge stopped")
+	return nil
+}
+
+// serve binds the listen addresses itself (so the URL it prints is the one
+// bound, even for port 0) and hands them to exporter-toolkit, which adds TLS
+// and basic auth from --web.config.file.
+func (a *app) serve(srv *http.Server, stdout io.Writer) error {
+	slogger := slog.New(zapslog.NewHandler(a.log.Core()))
+	if a.opts.web.WebSystemdSocket != nil && *a.opts.web.WebSystemdSocket {
+		return web.ListenAndServe(srv, a.opts.web, slogger)
+	}
+	listeners := a.opts.listeners
+	if listeners == nil {
+		for _, addr := range *a.opts.web.WebListenAddresses {
+			l, err := net.Listen("tcp", addr)
+			if err != nil {
+				for _, l := range listeners {
+					_ = l.Close()
+				}
+				return fmt.Errorf("listen on %s: %w", addr, err)
+			}
+			listeners = append(listeners, l)
+		}
+	}
+	scheme := "http"
+	if a.opts.web.WebConfigFile != nil && *a.opts.web.WebConfigFile != "" {
+		scheme = "https or http, per --web.config.file"
+	}
+	for _, l := range listeners {
+		fmt.Fprintf(stdout, "chimeraforge: metrics at %s\n", metricsURL(l.Addr(), scheme))
+	}
+	err := web.ServeMultiple(listeners, srv, a.opts.web, slogger)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// metricsURL names a bound address the way a person would type it.
+func metricsURL(addr net.Addr, scheme string) string {
+	host, port, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return addr.String() + "/metrics"
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "localhost"
+	}
+	if scheme != "http" {
+		return fmt.Sprintf("%s/metrics (%s)", net.JoinHostPort(host, port), scheme)
+	}
+	return fmt.Sprintf("http://%s/metrics", net.JoinHostPort(host, port))
+}
+
+func (a *app) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{
+		Registry:          a.reg,
+		EnableOpenMetrics: true,
+		ErrorLog:          zap.NewStdLog(a.log),
+	}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "healthy\n")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !a.daemon.Ready() {
+			http.Error(w, "not ready: waiting for targets to answer /api/version or workloads to start", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ready\n")
+	})
+	lifecycle := func(h func(http.ResponseWriter)) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			if !a.opts.enableLifecycle {
+				http.Error(w, "lifecycle endpoints are disabled; start with --web.enable-lifecycle", http.StatusForbidden)
+				return
+			}
+			if r.Method != http.MethodPost && r.Method != http.MethodPut {
+				http.Error(w, "use POST", http.StatusMethodNotAllowed)
+				return
+			}
+			h(w)
+		}
+	}
+	mux.HandleFunc("/-/reload", lifecycle(func(w http.ResponseWriter) {
+		if err := a.reload(); err != nil {
+			http.Error(w, "reload failed, the previous configuration keeps running:\n"+err.Error(), http.StatusInternalServerError)
+			return
+		}
+		_, _ = io.WriteString(w, "reloaded\n")
+	}))
+	mux.HandleFunc("/-/quit", lifecycle(func(w http.ResponseWriter) {
+		_, _ = io.WriteString(w, "stopping\n")
+		a.quit()
+	}))
+	landing, err := web.NewLandingPage(web.LandingConfig{
+		Name:        "Chimeraforge",
+		Description: "LLM agent workload generator for Ollama, Prometheus-native",
+		Version:     version.Info(),
+		Links: []web.LandingLinks{
+			{Address: "/metrics", Text: "Metrics"},
+			{Address: "/healthz", Text: "Health"},
+			{Address: "/readyz", Text: "Readiness"},
+		},
+	})
+	if err == nil {
+		mux.Handle("/", landing)
+	}
+	return mux
+}
+
+// reload reads the configuration again and swaps it in. A configuration
+// that does not load keeps the old one running; either way the outcome is
+// exported like Prometheus' own.
+func (a *app) reload() error {
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
+	cfg, err := loadConfig(a.opts.configFile, a.opts.sets)
+	if err == nil {
+		err = a.daemon.Reload(cfg)
+	}
+	if err != nil {
+		a.reloadM.Observe(false, time.Now())
+		a.log.Error("reload failed; the previous configuration keeps running", zap.Error(err))
+		return err
+	}
+	a.reloadM.Observe(true, time.Now())
+	a.log.Info("configuration reloaded", zap.String("config", a.opts.configFile))
+	return nil
+}

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The whole test suite: the README's test command, and what .ci/run calls.
+# It installs what the tests need on a fresh Debian machine (promtool from
+# Debian's prometheus package; golangci-lint built from the Go module proxy
+# into a cache outside the repository), then runs formatting, vet, lint and
+# `go test -race ./...`. Plain `go test ./...` works anywhere without this
+# script: tests that need a tool it installs skip with a message saying so.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+GOLANGCI_LINT_VERSION=v2.15.0
+CACHE_DIR="${CHIMERAFORGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/chimeraforge}"
+
+as_root() {
+	if [ "$(id -u)" = 0 ]; then "$@"
+	elif command -v sudo >/dev/null; then sudo "$@"
+	else echo "test.sh: need root (or sudo) to run: $*" >&2; return 1
+	fi
+}
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "prerequisites"
+missing=()
+command -v promtool >/dev/null || missing+=(prometheus)
+if [ ${#missing[@]} -gt 0 ]; then
+	echo "installing Debian packages: ${missing[*]}"
+	as_root apt-get update -qq
+	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+promtool --version 2>&1 | head -n 1
+
+lint="$CACHE_DIR/bin/golangci-lint-$GOLANGCI_LINT_VERSION"
+if [ ! -x "$lint" ]; then
+	echo "building golangci-lint $GOLANGCI_LINT_VERSION (first run only; a few minutes)"
+	mkdir -p "$CACHE_DIR/bin"
+	GOBIN="$CACHE_DIR/gobin" go install "github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$GOLANGCI_LINT_VERSION"
+	mv "$CACHE_DIR/gobin/golangci-lint" "$lint"
+fi
+
+step "gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go'))
+if [ -n "$unformatted" ]; then
+	echo "gofmt would change:"; echo "$unformatted"; exit 1
+fi
+
+step "go vet"
+go vet ./...
+
+step "golangci-lint"
+"$lint" run ./...
+
+step "go test -race"
+# Tests that need an installed tool fail instead of skipping when it is
+# missing here: a skip would hide a broken install step.
+export CHIMERAFORGE_REQUIRE_TOOLS=1
+go test -race ./...
