@@ -370,7 +370,7 @@ workloads:
 		"%v value": fmt.Sprintf("%v", *cfg),
 		"%+v hdr":  fmt.Sprintf("%+v", cfg.Targets[0]),
 		"%#v hdr":  fmt.Sprintf("%#v", cfg.Targets[0]),
-		"%s hdr":   fmt.Sprintf("%s", h["X-Env"]),
+		"%s hdr":   fmt.Sprintf("%s", h["X-Env"]), //nolint:staticcheck // the %s verb itself is under test
 		"%q hdr":   fmt.Sprintf("%q", h["X-Env"]),
 	}
 	for _, format := range []string{"%v", "%+v", "%#v", "%s"} {

@@ -311,7 +311,9 @@ func flattenDecodeError(err error, origins map[string]string, out []string) []st
 		}
 		return out
 	}
-	de, ok := err.(*mapstructure.DecodeError)
+	// A direct assertion on purpose: errors.As would dig through a joined
+	// error and stop at its first field, losing the others.
+	de, ok := err.(*mapstructure.DecodeError) //nolint:errorlint // see above
 	if !ok {
 		if inner := errors.Unwrap(err); inner != nil {
 			// mapstructure wraps the joined field errors in a summary line.
@@ -405,10 +407,10 @@ func typeAt(path string) reflect.Type {
 		for t.Kind() == reflect.Pointer {
 			t = t.Elem()
 		}
-		switch {
-		case path[0] == '.':
+		switch path[0] {
+		case '.':
 			path = path[1:]
-		case path[0] == '[':
+		case '[':
 			end := strings.IndexByte(path, ']')
 			if end < 0 || (t.Kind() != reflect.Slice && t.Kind() != reflect.Map) {
 				return nil
@@ -478,7 +480,7 @@ func textHook(_ reflect.Type, to reflect.Type, data any) (any, error) {
 	default: // lists and maps are written as YAML, e.g. "[a, b]"
 		var v any
 		if err := yamlv3.Unmarshal([]byte(s), &v); err != nil {
-			return nil, fmt.Errorf("expected %s written as YAML: %v", typeWords(to), err)
+			return nil, fmt.Errorf("expected %s written as YAML: %w", typeWords(to), err)
 		}
 		return v, nil
 	}

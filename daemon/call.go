@@ -153,13 +153,12 @@ func classify(parent, cctx context.Context, err error, s *stream) (observe.Outco
 	if parent.Err() != nil {
 		return observe.OutcomeCanceled, observe.ReasonCanceled
 	}
-	switch context.Cause(cctx) {
-	case nil:
-	case errFirstTokenTimeout:
+	switch cause := context.Cause(cctx); {
+	case errors.Is(cause, errFirstTokenTimeout):
 		return observe.OutcomeError, observe.ReasonFirstTokenTimeout
-	case errIdleTimeout:
+	case errors.Is(cause, errIdleTimeout):
 		return observe.OutcomeError, observe.ReasonIdleTimeout
-	case errRequestTimeout:
+	case errors.Is(cause, errRequestTimeout):
 		return observe.OutcomeError, observe.ReasonRequestTimeout
 	}
 	if err != nil {

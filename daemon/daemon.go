@@ -62,8 +62,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	err := d.apply(d.cfg, true)
 	d.mu.Unlock()
 	if err != nil {
-		d.shutdown()
-		return err
+		return errors.Join(err, d.shutdown())
 	}
 	<-ctx.Done()
 	return d.shutdown()

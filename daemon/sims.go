@@ -81,7 +81,7 @@ func (h *simHost) replace(ctx context.Context, s config.Simulation) error {
 		if err != nil {
 			return fmt.Errorf("simulator %s: %w", ic.Name, err)
 		}
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+		l, err := (&net.ListenConfig{}).Listen(ctx, "tcp", "127.0.0.1:0")
 		if err != nil {
 			srv.Close()
 			return fmt.Errorf("simulator %s: listen: %w", ic.Name, err)

@@ -33,8 +33,8 @@ func exposition(t *testing.T) []byte {
 func TestExpositionPassesPromtool(t *testing.T) {
 	promtool, err := exec.LookPath("promtool")
 	if err != nil {
-		if os.Getenv("CHIMERAFORGE_REQUIRE_TOOLS") != "" {
-			t.Fatal("promtool not found but CHIMERAFORGE_REQUIRE_TOOLS is set: install Debian package prometheus")
+		if os.Getenv("CF_TEST_REQUIRE_TOOLS") != "" {
+			t.Fatal("promtool not found but CF_TEST_REQUIRE_TOOLS is set: install Debian package prometheus")
 		}
 		t.Skip("promtool not found: install Debian package prometheus (.ci/run does)")
 	}

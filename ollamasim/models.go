@@ -218,7 +218,7 @@ func (s *Server) handleShow(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	name := cmp.Or(req.Model, req.Name)
+	name := cmp.Or(req.Model, req.Name) //nolint:staticcheck // older clients still send "name"
 	if name == "" {
 		writeError(w, http.StatusBadRequest, "model is required")
 		return

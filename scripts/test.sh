@@ -52,6 +52,7 @@ step "golangci-lint"
 
 step "go test -race"
 # Tests that need an installed tool fail instead of skipping when it is
-# missing here: a skip would hide a broken install step.
-export CHIMERAFORGE_REQUIRE_TOOLS=1
+# missing here: a skip would hide a broken install step. (Not CHIMERAFORGE_*:
+# every variable with that prefix is read as a configuration key.)
+export CF_TEST_REQUIRE_TOOLS=1
 go test -race ./...

@@ -165,6 +165,9 @@ func TestDemoMetricsFlow(t *testing.T) {
 	if code != http.StatusOK {
 		t.Errorf("/readyz = %d, want 200", code)
 	}
+	// The live exposition, every family populated, passes Prometheus' lint.
+	_, body := r.get(t, "/metrics")
+	promtoolCheck(t, body)
 	code, _ = r.post(t, "/-/reload")
 	if code != http.StatusForbidden {
 		t.Errorf("/-/reload without --web.enable-lifecycle = %d, want 403", code)

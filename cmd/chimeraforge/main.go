@@ -9,7 +9,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -30,9 +29,6 @@ func main() {
 	os.Exit(cli(ctx, os.Args[1:], os.Stdout, os.Stderr))
 }
 
-// errUsage marks errors already explained by kingpin's usage output.
-var errUsage = errors.New("usage")
-
 // cli parses args and runs one subcommand; it returns the exit code.
 func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	app := kingpin.New("chimeraforge", "Drives LLM agent workloads against Ollama servers and exports what it measures as Prometheus metrics.")
@@ -49,8 +45,8 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	runCmd.Flag("set", "Override one configuration key, e.g. --set global.shutdown_timeout=5s (repeatable; wins over file and environment).").StringsVar(&ro.sets)
 	ro.web = kingpinflag.AddFlags(runCmd, DefaultListenAddress)
 	runCmd.Flag("web.enable-lifecycle", "Enable POST /-/reload and /-/quit.").BoolVar(&ro.enableLifecycle)
-	runCmd.Flag("log.level", "Log level: debug, info, warn, error.").Default("info").EnumVar(&ro.logLevel, "debug", "info", "warn", "error")
-	runCmd.Flag("log.format", "Log format: json or console.").Default("console").EnumVar(&ro.logFormat, "json", "console")
+	runCmd.Flag("log.level", "Log level: debug, info, warn, error.").Default("info").HintOptions("debug", "info", "warn", "error").StringVar(&ro.logLevel)
+	runCmd.Flag("log.format", "Log format: json or console.").Default("console").HintOptions("json", "console").StringVar(&ro.logFormat)
 
 	simCmd := app.Command("sim", "Run the Ollama simulator alone (a test double and demo, never a measurement of Ollama).")
 	so := registerSimFlags(simCmd)

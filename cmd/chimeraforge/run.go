@@ -54,8 +54,11 @@ type app struct {
 
 func newLogger(level, format string, w io.Writer) (*zap.Logger, error) {
 	lvl, err := zapcore.ParseLevel(level)
-	if err != nil {
-		return nil, fmt.Errorf("--log.level: %w", err)
+	if err != nil || lvl < zapcore.DebugLevel || lvl > zapcore.ErrorLevel {
+		return nil, fmt.Errorf("--log.level: want debug, info, warn or error, got %q", level)
+	}
+	if format != "json" && format != "console" {
+		return nil, fmt.Errorf("--log.format: want json or console, got %q", format)
 	}
 	ec := zap.NewProductionEncoderConfig()
 	ec.EncodeTime = zapcore.ISO8601TimeEncoder
@@ -142,7 +145,9 @@ func runMain(ctx context.Context, o runOptions, stdout, stderr io.Writer) error 
 	case err = <-serveErr:
 		// The metrics endpoint is the product: without it, stop.
 		a.quit()
-		<-runErr
+		if rerr := <-runErr; rerr != nil {
+			log.Error("stopping after the metrics endpoint failed", zap.Error(rerr))
+		}
 		return fmt.Errorf("serve metrics: %w", err)
 	case err = <-runErr:
 	}
@@ -167,7 +172,7 @@ func (a *app) serve(srv *http.Server, stdout io.Writer) error {
 	listeners := a.opts.listeners
 	if listeners == nil {
 		for _, addr := range *a.opts.web.WebListenAddresses {
-			l, err := net.Listen("tcp", addr)
+			l, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", addr)
 			if err != nil {
 				for _, l := range listeners {
 					_ = l.Close()

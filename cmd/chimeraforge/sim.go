@@ -69,7 +69,7 @@ func runSim(ctx context.Context, o *simOptions, stdout, _ io.Writer) error {
 	defer srv.Close()
 	l := o.listener
 	if l == nil {
-		if l, err = net.Listen("tcp", o.listen); err != nil {
+		if l, err = (&net.ListenConfig{}).Listen(ctx, "tcp", o.listen); err != nil {
 			return fmt.Errorf("simulator: listen on %s: %w", o.listen, err)
 		}
 	}
