@@ -75,6 +75,7 @@ func (d *Daemon) shutdown() error {
 	defer d.mu.Unlock()
 	sctx, cancel := context.WithTimeout(context.Background(), d.cfg.Global.ShutdownTimeout)
 	defer cancel()
+	d.log.Info("stopping: canceling in-flight requests", zap.Duration("bound", d.cfg.Global.ShutdownTimeout))
 	var err error
 	for name, w := range d.workloads {
 		if !w.stop(sctx) {
@@ -85,7 +86,9 @@ func (d *Daemon) shutdown() error {
 	for _, t := range d.targets {
 		t.close()
 	}
+	d.log.Debug("workloads stopped")
 	d.sims.closeAll(sctx)
+	d.log.Debug("simulators stopped")
 	return err
 }
 

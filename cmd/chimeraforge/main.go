@@ -24,6 +24,10 @@ import (
 const DefaultListenAddress = ":9477"
 
 func main() {
+	if version.Version == "" {
+		// Set by -ldflags in release builds; name plain `go build`s honestly.
+		version.Version = "dev"
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	os.Exit(cli(ctx, os.Args[1:], os.Stdout, os.Stderr))

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -284,6 +285,6 @@ func (a *app) reload() error {
 		return err
 	}
 	a.reloadM.Observe(true, time.Now())
-	a.log.Info("configuration reloaded", zap.String("config", a.opts.configFile))
+	a.log.Info("configuration reloaded", zap.String("config", cmp.Or(a.opts.configFile, "built-in demo")))
 	return nil
 }
