@@ -17,7 +17,16 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/exporter-toolkit/web"
+	"go.uber.org/goleak"
 )
+
+// testClient keeps no idle connections, so that goleak sees only what the
+// daemon itself leaves behind.
+var testClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
 
 // syncBuffer collects a daemon's log and stdout for assertions.
 type syncBuffer struct {
@@ -104,7 +113,7 @@ func startDaemon(t *testing.T, cfgYAML string, lifecycle bool) *running {
 
 func (r *running) get(t *testing.T, path string) (int, string) {
 	t.Helper()
-	resp, err := http.Get(r.base + path)
+	resp, err := testClient.Get(r.base + path)
 	if err != nil {
 		t.Fatalf("GET %s: %v", path, err)
 	}
@@ -118,7 +127,7 @@ func (r *running) get(t *testing.T, path string) (int, string) {
 
 func (r *running) post(t *testing.T, path string) (int, string) {
 	t.Helper()
-	resp, err := http.Post(r.base+path, "text/plain", nil)
+	resp, err := testClient.Post(r.base+path, "text/plain", nil)
 	if err != nil {
 		t.Fatalf("POST %s: %v", path, err)
 	}

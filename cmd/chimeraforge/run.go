@@ -126,9 +126,13 @@ func runMain(ctx context.Context, o runOptions, stdout, stderr io.Writer) error 
 		}
 	}()
 
+	listeners, err := a.listen(stdout)
+	if err != nil {
+		return err
+	}
 	srv := &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second}
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- a.serve(srv, stdout) }()
+	go func() { serveErr <- a.serve(srv, listeners) }()
 
 	if o.started != nil {
 		o.started(a)
@@ -162,13 +166,13 @@ func runMain(ctx context.Context, o runOptions, stdout, stderr io.Writer) error 
 	return nil
 }
 
-// serve binds the listen addresses itself (so the URL it prints is the one
-// bound, even for port 0) and hands them to exporter-toolkit, which adds TLS
-// and basic auth from --web.config.file.
-func (a *app) serve(srv *http.Server, stdout io.Writer) error {
-	slogger := slog.New(zapslog.NewHandler(a.log.Core()))
+// listen binds the listen addresses itself, before anything else starts,
+// so that a port in use fails the start and the URL printed is the one
+// bound, even for port 0. With --web.systemd-socket, exporter-toolkit takes
+// the sockets from systemd instead.
+func (a *app) listen(stdout io.Writer) ([]net.Listener, error) {
 	if a.opts.web.WebSystemdSocket != nil && *a.opts.web.WebSystemdSocket {
-		return web.ListenAndServe(srv, a.opts.web, slogger)
+		return nil, nil
 	}
 	listeners := a.opts.listeners
 	if listeners == nil {
@@ -178,7 +182,7 @@ func (a *app) serve(srv *http.Server, stdout io.Writer) error {
 				for _, l := range listeners {
 					_ = l.Close()
 				}
-				return fmt.Errorf("listen on %s: %w", addr, err)
+				return nil, fmt.Errorf("listen on %s: %w", addr, err)
 			}
 			listeners = append(listeners, l)
 		}
@@ -190,7 +194,19 @@ func (a *app) serve(srv *http.Server, stdout io.Writer) error {
 	for _, l := range listeners {
 		fmt.Fprintf(stdout, "chimeraforge: metrics at %s\n", metricsURL(l.Addr(), scheme))
 	}
-	err := web.ServeMultiple(listeners, srv, a.opts.web, slogger)
+	return listeners, nil
+}
+
+// serve hands the listeners to exporter-toolkit, which adds TLS and basic
+// auth from --web.config.file.
+func (a *app) serve(srv *http.Server, listeners []net.Listener) error {
+	slogger := slog.New(zapslog.NewHandler(a.log.Core()))
+	var err error
+	if listeners == nil {
+		err = web.ListenAndServe(srv, a.opts.web, slogger)
+	} else {
+		err = web.ServeMultiple(listeners, srv, a.opts.web, slogger)
+	}
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
