@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 GOLANGCI_LINT_VERSION=v2.15.0
-CACHE_DIR="${CHIMERAFORGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/chimeraforge}"
+CACHE_DIR="${CF_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/chimeraforge}"
 
 as_root() {
 	if [ "$(id -u)" = 0 ]; then "$@"
