@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite: the README's test command, and what .ci/run calls.
 # It installs what the tests need on a fresh Debian machine (promtool from
-# Debian's prometheus package; golangci-lint built from the Go module proxy
-# into a cache outside the repository), then runs formatting, vet, lint and
-# `go test -race ./...`. Plain `go test ./...` works anywhere without this
+# Debian's prometheus package; a pinned Ollama built from the Go module proxy
+# and a tiny generated model, see scripts/ollama-test-server.sh; golangci-lint
+# built from the proxy), all cached outside the repository, then runs
+# formatting, vet, lint and `go test -race ./...`. Plain `go test ./...` works anywhere without this
 # script: tests that need a tool it installs skip with a message saying so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +30,12 @@ if [ ${#missing[@]} -gt 0 ]; then
 	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 promtool --version 2>&1 | head -n 1
+
+# A real, CPU-only Ollama at the pinned version and a tiny generated model,
+# for the real-Ollama suite (cached: minutes the first time, a second after).
+eval "$(scripts/ollama-test-server.sh build)"
+export CF_TEST_OLLAMA_BIN CF_TEST_OLLAMA_MODEL
+"$CF_TEST_OLLAMA_BIN" --version 2>&1 | tail -n 1
 
 lint="$CACHE_DIR/bin/golangci-lint-$GOLANGCI_LINT_VERSION"
 if [ ! -x "$lint" ]; then

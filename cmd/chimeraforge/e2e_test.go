@@ -55,23 +55,14 @@ func agentYAML(name, target string, numCtx int, api string) string {
 `, name, target, api, numCtx)
 }
 
-// waitQuiet waits until bounded workloads have finished: nothing in flight
-// and the request count unchanged between two scrapes.
-func waitQuiet(t *testing.T, r *running, limit time.Duration) metrics {
+// waitFinished waits until n bounded workloads have finished (the daemon
+// logs it once every run of a workload has ended) and scrapes once.
+func waitFinished(t *testing.T, r *running, n int, limit time.Duration) metrics {
 	t.Helper()
-	var m metrics
-	last := -1.0
-	eventually(t, limit, "workloads to finish", func() bool {
-		m = r.scrape(t)
-		n := m.sum("chimeraforge_requests_total", nil)
-		quiet := n > 0 && n == last && m.sum("chimeraforge_requests_in_flight", nil) == 0
-		last = n
-		if !quiet {
-			time.Sleep(200 * time.Millisecond)
-		}
-		return quiet
+	eventually(t, limit, fmt.Sprintf("%d workloads to finish", n), func() bool {
+		return strings.Count(r.log.String(), `"msg":"workload finished"`) >= n
 	})
-	return m
+	return r.scrape(t)
 }
 
 func TestEndToEndAgainstSimulator(t *testing.T) {
@@ -83,7 +74,7 @@ func TestEndToEndAgainstSimulator(t *testing.T) {
 		code, _ := r.get(t, "/readyz")
 		return code == http.StatusOK
 	})
-	m := waitQuiet(t, r, 20*time.Second)
+	m := waitFinished(t, r, 2, 20*time.Second)
 
 	if n := m.sum("chimeraforge_requests_total", map[string]string{"outcome": "error"}) +
 		m.sum("chimeraforge_requests_total", map[string]string{"outcome": "canceled"}); n != 0 {

@@ -180,6 +180,18 @@ func (m metrics) sum(name string, match map[string]string) float64 {
 	return total
 }
 
+// histSum adds the sample sums of histogram family name over the series
+// whose labels include match.
+func histSum(m metrics, name string, match map[string]string) float64 {
+	var total float64
+	for _, s := range m[name].GetMetric() {
+		if hasLabels(s, match) && s.Histogram != nil {
+			total += s.GetHistogram().GetSampleSum()
+		}
+	}
+	return total
+}
+
 // series returns the label sets of family name.
 func (m metrics) series(name string) []map[string]string {
 	var out []map[string]string

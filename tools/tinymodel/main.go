@@ -111,9 +111,12 @@ hold west ground interest reach fast verb sing listen six table travel less morn
 const pieces = "▁abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,!?'\"-:;()"
 
 // modelfile registers tiny.gguf. The template works for /api/generate and,
-// through Ollama's legacy-template handling, for /api/chat.
+// through Ollama's legacy-template handling, for /api/chat. One thread per
+// runner: the model is tiny, and the tests run several servers at once on
+// two cores, where ggml's spinning worker threads would otherwise fight.
 const modelfile = `FROM ./tiny.gguf
 TEMPLATE "{{ if .System }}{{ .System }} {{ end }}{{ .Prompt }}"
+PARAMETER num_thread 1
 `
 
 func main() {
