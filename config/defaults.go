@@ -12,6 +12,13 @@ const (
 	DefaultModelReloadThreshold   = 100 * time.Millisecond
 	DefaultShutdownTimeout        = 10 * time.Second
 	DefaultReadinessProbeInterval = 5 * time.Second
+	DefaultQueueWaitThreshold     = 100 * time.Millisecond
+	DefaultVersionCheckInterval   = time.Minute
+
+	DefaultCalibrationAtStart         = true
+	DefaultCalibrationRuns            = 3
+	DefaultCalibrationMaxDuration     = 2 * time.Minute
+	DefaultCalibrationOnVersionChange = true
 
 	DefaultNumParallel       = 1
 	DefaultConnectTimeout    = 5 * time.Second
@@ -78,6 +85,8 @@ func (g *Global) setDefaults(path string, set isSet) {
 	setDefault(set, path+".model_reload_threshold", &g.ModelReloadThreshold, DefaultModelReloadThreshold)
 	setDefault(set, path+".shutdown_timeout", &g.ShutdownTimeout, DefaultShutdownTimeout)
 	setDefault(set, path+".readiness_probe_interval", &g.ReadinessProbeInterval, DefaultReadinessProbeInterval)
+	setDefault(set, path+".queue_wait_threshold", &g.QueueWaitThreshold, DefaultQueueWaitThreshold)
+	setDefault(set, path+".version_check_interval", &g.VersionCheckInterval, DefaultVersionCheckInterval)
 }
 
 func (t *Target) setDefaults(path string, set isSet) {
@@ -101,6 +110,11 @@ func (w *Workload) setDefaults(path string, set isSet) {
 		setDefault(set, fmt.Sprintf("%s.agents[%d].replicas", path, i), &w.Agents[i].Replicas, DefaultReplicas)
 	}
 	setDefault(set, path+".arrival.mode", &w.Arrival.Mode, DefaultArrival)
+	p := path + ".calibration"
+	setDefault(set, p+".at_start", &w.Calibration.AtStart, DefaultCalibrationAtStart)
+	setDefault(set, p+".runs", &w.Calibration.Runs, DefaultCalibrationRuns)
+	setDefault(set, p+".max_duration", &w.Calibration.MaxDuration, DefaultCalibrationMaxDuration)
+	setDefault(set, p+".on_version_change", &w.Calibration.OnVersionChange, DefaultCalibrationOnVersionChange)
 }
 
 func (g *SimGPU) setDefaults(path string, set isSet) {

@@ -30,6 +30,12 @@ type Global struct {
 	// ReadinessProbeInterval is how often targets that never answered
 	// /api/version are probed again until they do.
 	ReadinessProbeInterval time.Duration `koanf:"readiness_probe_interval"`
+	// QueueWaitThreshold: a successful request whose estimated queue wait
+	// is above this counts as a queue_wait contention.
+	QueueWaitThreshold time.Duration `koanf:"queue_wait_threshold"`
+	// VersionCheckInterval is how often every target's /api/version is
+	// read to notice an upgrade (which triggers recalibration).
+	VersionCheckInterval time.Duration `koanf:"version_check_interval"`
 }
 
 // Target is one Ollama server.
@@ -138,6 +144,24 @@ type Workload struct {
 	Agents   []WorkloadAgent `koanf:"agents"`
 	Arrival  Arrival         `koanf:"arrival"`
 	Duration time.Duration   `koanf:"duration"` // 0 = until stopped
+	// Calibration says when each agent's solo baseline is measured.
+	Calibration Calibration `koanf:"calibration"`
+}
+
+// Calibration measures each agent's solo baseline: the agent's own workflow
+// loop, one replica, with the workload's other agents paused.
+type Calibration struct {
+	// AtStart calibrates before the workload's first run.
+	AtStart bool `koanf:"at_start"`
+	// Runs is how many solo workflow runs measure one agent; MaxDuration
+	// ends them earlier (after at least one run).
+	Runs        int           `koanf:"runs"`
+	MaxDuration time.Duration `koanf:"max_duration"`
+	// Interval recalibrates on a schedule; 0 = never.
+	Interval time.Duration `koanf:"interval"`
+	// OnVersionChange recalibrates when a target of the workload reports a
+	// new Ollama version.
+	OnVersionChange bool `koanf:"on_version_change"`
 }
 
 // WorkloadAgent is one agent of a workload and how many replicas run it.

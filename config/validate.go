@@ -147,6 +147,8 @@ func (g *Global) validate(c *checker, path string) {
 	c.positive(path+".model_reload_threshold", g.ModelReloadThreshold)
 	c.positive(path+".shutdown_timeout", g.ShutdownTimeout)
 	c.positive(path+".readiness_probe_interval", g.ReadinessProbeInterval)
+	c.positive(path+".queue_wait_threshold", g.QueueWaitThreshold)
+	c.positive(path+".version_check_interval", g.VersionCheckInterval)
 }
 
 func (t *Target) validate(c *checker, path string) {
@@ -291,6 +293,12 @@ func (w *Workload) validate(c *checker, path string) {
 	}
 	w.Arrival.validate(c, path+".arrival")
 	c.nonNegative(path+".duration", w.Duration)
+	cp := path + ".calibration"
+	if w.Calibration.Runs < 1 {
+		c.addf(cp+".runs", "must be >= 1, got %d", w.Calibration.Runs)
+	}
+	c.positive(cp+".max_duration", w.Calibration.MaxDuration)
+	c.nonNegative(cp+".interval", w.Calibration.Interval)
 }
 
 func (a *Arrival) validate(c *checker, path string) {

@@ -25,32 +25,33 @@ const (
 // may use, one recorder per target, and the balancing state shared by the
 // agent's replicas.
 type agentRunner struct {
-	workload        string
-	agent           *config.Agent
-	opts            map[string]any
-	targets         []*target
-	recs            []observe.Recorder
-	seen            []atomic.Bool // per target: the agent already sent a request there
-	rr              atomic.Uint64
-	sink            observe.Sink
-	log             *zap.Logger
-	reloadThreshold time.Duration
+	workload   string
+	agent      *config.Agent
+	opts       map[string]any
+	targets    []*target
+	recs       []observe.Recorder
+	seen       []atomic.Bool // per target: the agent already sent a request there
+	rr         atomic.Uint64
+	tally      atomic.Pointer[tokenTally] // set while calibrating
+	sink       observe.Sink
+	log        *zap.Logger
+	thresholds thresholds
 
 	mu      sync.Mutex
 	failing bool // the last run failed; logs only on a change
 }
 
-func newAgentRunner(workload string, a *config.Agent, targets []*target, sink observe.Sink, log *zap.Logger, reloadThreshold time.Duration) *agentRunner {
+func newAgentRunner(workload string, a *config.Agent, targets []*target, sink observe.Sink, log *zap.Logger, th thresholds) *agentRunner {
 	ar := &agentRunner{
-		workload:        workload,
-		agent:           a,
-		opts:            a.Options.Map(),
-		targets:         targets,
-		recs:            make([]observe.Recorder, len(targets)),
-		seen:            make([]atomic.Bool, len(targets)),
-		sink:            sink,
-		log:             log.With(zap.String("workload", workload), zap.String("agent", a.Name)),
-		reloadThreshold: reloadThreshold,
+		workload:   workload,
+		agent:      a,
+		opts:       a.Options.Map(),
+		targets:    targets,
+		recs:       make([]observe.Recorder, len(targets)),
+		seen:       make([]atomic.Bool, len(targets)),
+		sink:       sink,
+		log:        log.With(zap.String("workload", workload), zap.String("agent", a.Name)),
+		thresholds: th,
 	}
 	for i, t := range targets {
 		ar.recs[i] = sink.Recorder(observe.Labels{Workload: workload, Agent: a.Name, Target: t.name, Model: a.Model})
@@ -108,7 +109,7 @@ func (ar *agentRunner) runOnce(ctx context.Context, replica int, runNo uint64) b
 			Step:   step.Name,
 		}
 		first := !ar.seen[ti].Swap(true)
-		out, err := call(ctx, ar.targets[ti], spec, ar.recs[ti], &obs, ar.reloadThreshold, first)
+		out, err := call(ctx, ar.targets[ti], spec, ar.recs[ti], &obs, ar.thresholds, first)
 		if obs.Outcome != observe.OutcomeSuccess {
 			run.Outcome = obs.Outcome
 			if obs.Outcome == observe.OutcomeError {
@@ -117,6 +118,9 @@ func (ar *agentRunner) runOnce(ctx context.Context, replica int, runNo uint64) b
 			break
 		}
 		run.Steps++
+		if t := ar.tally.Load(); t != nil {
+			t.tokens[ti] += obs.EvalCount
+		}
 		data.Outputs[step.Name] = out
 		data.Previous = out
 		if a.KeepHistory {
@@ -163,16 +167,24 @@ func (ar *agentRunner) noteSuccess() {
 
 // closedLoop is one replica of a closed-loop workload: run, think, repeat,
 // until arrivals ends; a run in progress then finishes unless runCtx ends.
+// Each run holds gate, which a calibration takes to pause the replica.
 // After a failed run it waits a growing, jittered backoff instead of the
 // think time.
-func (ar *agentRunner) closedLoop(arrivals, runCtx context.Context, replica int) {
+func (ar *agentRunner) closedLoop(arrivals, runCtx context.Context, gate sync.Locker, replica int) {
 	var runNo uint64
 	backoff := time.Duration(0)
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(replica)))
 	for arrivals.Err() == nil {
+		gate.Lock()
+		if arrivals.Err() != nil {
+			gate.Unlock()
+			return
+		}
 		runNo++
 		wait := ar.agent.ThinkTime
-		if ar.runOnce(runCtx, replica, runNo) {
+		ok := ar.runOnce(runCtx, replica, runNo)
+		gate.Unlock()
+		if ok {
 			backoff = 0
 		} else {
 			backoff = min(backoffMax, max(backoffMin, 2*backoff))
@@ -198,4 +210,49 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	case <-t.C:
 		return true
 	}
+}
+
+// tokenTally counts the tokens of one solo calibration loop, by target. Only
+// the calibrating loop runs the agent then, one run at a time.
+type tokenTally struct {
+	tokens []int // parallel to agentRunner.targets
+}
+
+// calibrate measures the agent's solo baseline: one warm-up run (so that a
+// cold model load or a reload left by the previous agent is not measured),
+// then up to cfg.Runs runs of its own loop, each followed by its think time
+// as in the closed loop, ended early by cfg.MaxDuration after at least one.
+// The baseline is server-reported generated tokens per wall-clock second.
+func (ar *agentRunner) calibrate(ctx context.Context, cfg config.Calibration) observe.Calibration {
+	c := observe.Calibration{Workload: ar.workload, Agent: ar.agent.Name, Model: ar.agent.Model}
+	if !ar.runOnce(ctx, 0, 0) {
+		c.At = time.Now()
+		return c
+	}
+	t := &tokenTally{tokens: make([]int, len(ar.targets))}
+	ar.tally.Store(t)
+	defer ar.tally.Store(nil)
+	start := time.Now()
+	deadline := start.Add(cfg.MaxDuration)
+	c.OK = true
+	for c.Runs < cfg.Runs {
+		if !ar.runOnce(ctx, 0, uint64(c.Runs+1)) {
+			c.OK = false
+			break
+		}
+		c.Runs++
+		if !sleep(ctx, ar.agent.ThinkTime) || time.Now().After(deadline) {
+			break
+		}
+	}
+	c.Wall = time.Since(start)
+	c.At = time.Now()
+	c.OK = c.OK && ctx.Err() == nil && c.Runs > 0
+	c.TokensPerSecond = make(map[string]float64, len(ar.targets))
+	for i, tg := range ar.targets {
+		if t.tokens[i] > 0 || len(ar.targets) == 1 {
+			c.TokensPerSecond[tg.name] = float64(t.tokens[i]) / c.Wall.Seconds()
+		}
+	}
+	return c
 }

@@ -25,6 +25,12 @@ var (
 	errRequestTimeout    = errors.New("request exceeded the request timeout")
 )
 
+// thresholds turn timings into contention events.
+type thresholds struct {
+	modelReload time.Duration // load_duration above it: model_reload
+	queueWait   time.Duration // estimated queue wait above it: queue_wait
+}
+
 // callSpec is one Ollama call: the request body of one API.
 type callSpec struct {
 	chat     *api.ChatRequest
@@ -88,7 +94,7 @@ func (s *stream) onChunk(content, thinking string, done bool, m *api.Metrics) {
 // call sends one request to t, measures it into obs and records it with rec.
 // It returns the generated text and, for logs only, what went wrong. ctx is
 // the run's context: when it ends the call is canceled and counted as such.
-func call(ctx context.Context, t *target, spec callSpec, rec observe.Recorder, obs *observe.Request, reloadThreshold time.Duration, firstOnTarget bool) (string, error) {
+func call(ctx context.Context, t *target, spec callSpec, rec observe.Recorder, obs *observe.Request, th thresholds, firstOnTarget bool) (string, error) {
 	tm := t.cfg.Timeouts
 	rec.Started(t.acquire())
 	defer t.release()
@@ -129,7 +135,8 @@ func call(ctx context.Context, t *target, spec callSpec, rec observe.Recorder, o
 	obs.Outcome, obs.Reason = classify(ctx, cctx, err, s)
 	if obs.Outcome == observe.OutcomeSuccess {
 		obs.QueueWait = max(0, obs.TimeToFirst-(obs.LoadDuration+obs.PromptEvalDuration))
-		obs.ModelReload = !firstOnTarget && obs.LoadDuration > reloadThreshold
+		obs.ModelReload = !firstOnTarget && obs.LoadDuration > th.modelReload
+		obs.QueueWaited = obs.QueueWait > th.queueWait
 	}
 	obs.QueueRejected = obs.Reason == observe.ReasonQueueFull
 	rec.Finished(obs)

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/url"
 	"reflect"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -64,8 +65,81 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err != nil {
 		return errors.Join(err, d.shutdown())
 	}
+	// Not in d.probing: shutdown waits for that while holding d.mu, which
+	// the watcher takes.
+	var watcher sync.WaitGroup
+	watcher.Go(func() { d.watchVersions(ctx) })
 	<-ctx.Done()
+	watcher.Wait()
 	return d.shutdown()
+}
+
+// watchVersions reads every target's /api/version each
+// global.version_check_interval. A target that answers a new version (an
+// Ollama upgrade or downgrade) is logged, and the workloads that use it and
+// have calibration.on_version_change are recalibrated.
+func (d *Daemon) watchVersions(ctx context.Context) {
+	for {
+		d.mu.Lock()
+		interval := d.cfg.Global.VersionCheckInterval
+		targets := make([]*target, 0, len(d.targets))
+		for _, t := range d.targets {
+			targets = append(targets, t)
+		}
+		d.mu.Unlock()
+		if !sleep(ctx, interval) {
+			return
+		}
+		for _, t := range targets {
+			v, prev, err := t.probeVersion(ctx)
+			if err != nil || prev == "" || v == prev {
+				continue // down targets show in request errors; first answers are logged by the readiness probe
+			}
+			d.log.Warn("target version changed", zap.String("target", t.name), zap.String("from", prev), zap.String("to", v))
+			d.calibrateUsers(t.name)
+		}
+	}
+}
+
+// calibrateUsers requests a calibration of every workload that sends to
+// target and recalibrates on version changes.
+func (d *Daemon) calibrateUsers(target string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, w := range d.workloads {
+		if !w.cfg.Calibration.OnVersionChange {
+			continue
+		}
+		for _, ar := range w.agents {
+			if slices.Contains(ar.agent.TargetNames(), target) {
+				w.requestCalibration()
+				break
+			}
+		}
+	}
+}
+
+// Calibrate requests a calibration of workload, or of every workload when
+// workload is "". It returns at once; the calibration runs in the
+// background (chimeraforge_calibrating shows it).
+func (d *Daemon) Calibrate(workload string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.ctx == nil {
+		return errors.New("daemon not running")
+	}
+	if workload == "" {
+		for _, w := range d.workloads {
+			w.requestCalibration()
+		}
+		return nil
+	}
+	w, ok := d.workloads[workload]
+	if !ok {
+		return fmt.Errorf("unknown workload %q", workload)
+	}
+	w.requestCalibration()
+	return nil
 }
 
 // shutdown stops every workload within the shutdown timeout, then the
@@ -210,7 +284,8 @@ func (d *Daemon) newWorkload(cfg *config.Config, wc *config.Workload, targets ma
 		for _, tn := range a.TargetNames() {
 			ts = append(ts, targets[tn])
 		}
-		w.agents = append(w.agents, newAgentRunner(wc.Name, a, ts, d.sink, d.log, cfg.Global.ModelReloadThreshold))
+		th := thresholds{modelReload: cfg.Global.ModelReloadThreshold, queueWait: cfg.Global.QueueWaitThreshold}
+		w.agents = append(w.agents, newAgentRunner(wc.Name, a, ts, d.sink, d.log, th))
 	}
 	return w
 }
@@ -251,7 +326,7 @@ func (d *Daemon) probeTargets(names map[string]bool) {
 		ctx := d.ctx
 		d.probing.Go(func() {
 			for attempt := 0; ; attempt++ {
-				v, err := t.probeVersion(ctx)
+				v, _, err := t.probeVersion(ctx)
 				if err == nil {
 					d.log.Info("target answered", zap.String("target", t.name), zap.String("version", v))
 					return

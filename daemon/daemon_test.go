@@ -31,10 +31,14 @@ type recordingSink struct {
 	delays    []time.Duration
 	dropped   int
 	forgotten []string
+
+	active       map[string]int
+	calibrations int
+	calibrated   []observe.Calibration
 }
 
 func newRecordingSink() *recordingSink {
-	return &recordingSink{started: map[observe.Labels]int{}, saturated: map[observe.Labels]int{}}
+	return &recordingSink{started: map[observe.Labels]int{}, saturated: map[observe.Labels]int{}, active: map[string]int{}}
 }
 
 type sinkRecorder struct {
@@ -57,6 +61,23 @@ func (s *recordingSink) ArrivalDropped(string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.dropped++
+}
+func (s *recordingSink) AgentActive(workload, agent string, delta int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.active[workload+"/"+agent] += delta
+}
+func (s *recordingSink) Calibrating(workload string, on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if on {
+		s.calibrations++
+	}
+}
+func (s *recordingSink) Calibrated(c observe.Calibration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calibrated = append(s.calibrated, c)
 }
 func (s *recordingSink) Forget(workload, agent string) {
 	s.mu.Lock()
@@ -159,6 +180,7 @@ workloads:
   - name: open
     agents: [{agent: a}]
     arrival: {mode: constant, rate: 20, max_in_flight: 1}
+    calibration: {at_start: false}
 `)
 	sink := newRecordingSink()
 	runFor(t, cfg, sink, 1500*time.Millisecond)
@@ -192,7 +214,7 @@ func TestTimeoutsAndShutdown(t *testing.T) {
 agents:
   - {name: a, target: s, model: sim-tiny, options: {num_predict: 40}, workflow: [{name: ask, prompt: hi}]}
 workloads:
-  - {name: w, agents: [{agent: a}]}
+  - {name: w, agents: [{agent: a}], calibration: {at_start: false}}
 `)
 			sink := newRecordingSink()
 			runFor(t, cfg, sink, time.Second)
@@ -216,7 +238,7 @@ func TestShutdownCancelsInFlight(t *testing.T) {
 agents:
   - {name: a, target: s, model: sim-tiny, options: {num_predict: 10}, workflow: [{name: ask, prompt: hi}]}
 workloads:
-  - {name: w, agents: [{agent: a, replicas: 2}]}
+  - {name: w, agents: [{agent: a, replicas: 2}], calibration: {at_start: false}}
 `)
 	sink := newRecordingSink()
 	runFor(t, cfg, sink, 300*time.Millisecond)
@@ -244,7 +266,7 @@ agents:
   - {name: ghost, target: s, model: no-such-model, workflow: [{name: ask, prompt: hi}]}
   - {name: lost, target: down, model: sim-tiny, workflow: [{name: ask, prompt: hi}]}
 workloads:
-  - {name: w, agents: [{agent: ghost}, {agent: lost}]}
+  - {name: w, agents: [{agent: ghost}, {agent: lost}], calibration: {at_start: false}}
 `, closed))
 	sink := newRecordingSink()
 	runFor(t, cfg, sink, 2*time.Second)
@@ -285,7 +307,7 @@ func TestBalancing(t *testing.T) {
 	sink := newRecordingSink()
 	log := zap.NewNop()
 
-	rr := newAgentRunner("w", &config.Agent{Name: "a", Balance: config.BalanceRoundRobin}, mk("x", "y", "z"), sink, log, 0)
+	rr := newAgentRunner("w", &config.Agent{Name: "a", Balance: config.BalanceRoundRobin}, mk("x", "y", "z"), sink, log, thresholds{})
 	var got []int
 	for range 6 {
 		got = append(got, rr.pick())
@@ -294,7 +316,7 @@ func TestBalancing(t *testing.T) {
 		t.Errorf("round_robin picks %v, want [0 1 2 0 1 2]", got)
 	}
 
-	lf := newAgentRunner("w", &config.Agent{Name: "a", Balance: config.BalanceLeastInFlight}, mk("x", "y", "z"), sink, log, 0)
+	lf := newAgentRunner("w", &config.Agent{Name: "a", Balance: config.BalanceLeastInFlight}, mk("x", "y", "z"), sink, log, thresholds{})
 	lf.targets[0].inFlight.Store(2)
 	lf.targets[1].inFlight.Store(1)
 	lf.targets[2].inFlight.Store(3)

@@ -72,7 +72,7 @@ func BenchmarkStreamToMetrics(b *testing.B) {
 	b.ResetTimer()
 	for b.Loop() {
 		obs := observe.Request{Labels: labels}
-		if _, err := call(ctx, tg, spec, rec, &obs, time.Second, false); err != nil || obs.EvalCount != tokens {
+		if _, err := call(ctx, tg, spec, rec, &obs, thresholds{modelReload: time.Second, queueWait: time.Second}, false); err != nil || obs.EvalCount != tokens {
 			b.Fatalf("call: %v, eval_count %d", err, obs.EvalCount)
 		}
 	}

@@ -69,18 +69,19 @@ func (t *target) acquire() (saturated bool) {
 func (t *target) release() { t.inFlight.Add(-1) }
 
 // probeVersion asks /api/version once, bounded by the connect timeout plus a
-// second for the answer.
-func (t *target) probeVersion(ctx context.Context) (string, error) {
+// second for the answer. It returns the version and the one answered before
+// ("" the first time).
+func (t *target) probeVersion(ctx context.Context) (v, previous string, err error) {
 	ctx, cancel := context.WithTimeout(ctx, t.cfg.Timeouts.Connect+time.Second)
 	defer cancel()
-	v, err := t.client.Version(ctx)
+	v, err = t.client.Version(ctx)
 	if err != nil {
-		return "", fmt.Errorf("probe %s /api/version: %w", t.name, err)
+		return "", "", fmt.Errorf("probe %s /api/version: %w", t.name, err)
 	}
 	t.mu.Lock()
-	t.version = v
+	previous, t.version = t.version, v
 	t.mu.Unlock()
-	return v, nil
+	return v, previous, nil
 }
 
 func (t *target) answered() bool {

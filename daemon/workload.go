@@ -13,13 +13,21 @@ import (
 )
 
 // workloadRunner runs one workload: its agents' replicas in closed loop, or
-// a dispatcher that starts workflow runs on an open-loop schedule.
+// a dispatcher that starts workflow runs on an open-loop schedule, plus the
+// calibrations that measure each agent's solo baseline.
 type workloadRunner struct {
 	cfg     config.Workload
 	agents  []*agentRunner // parallel to cfg.Agents
 	sink    observe.Sink
 	log     *zap.Logger
 	started atomic.Bool // the first run was dispatched
+
+	// runs is held shared by every workflow run and exclusively by a
+	// calibration: taking it waits for the runs in flight to end and holds
+	// new ones back until the calibration is over.
+	runs   sync.RWMutex
+	paused atomic.Bool   // a calibration holds runs: open-loop arrivals are skipped
+	calReq chan struct{} // requests a calibration; one pending at most
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -29,18 +37,35 @@ type workloadRunner struct {
 // workload's duration is over no new run starts, and the runs in flight
 // finish (a run ends early only when parent ends: shutdown or reload), so
 // the end of a bounded workload does not show up as canceled requests.
+// With calibration.at_start, every agent is calibrated before the first run.
 func (w *workloadRunner) start(parent context.Context) {
 	runCtx, cancel := context.WithCancel(parent)
 	w.cancel = cancel
+	w.calReq = make(chan struct{}, 1)
 	arrivals, stopArrivals := runCtx, context.CancelFunc(func() {})
 	if w.cfg.Duration > 0 {
 		arrivals, stopArrivals = context.WithTimeout(runCtx, w.cfg.Duration)
 	}
 	w.log.Info("workload starting", zap.String("arrival", w.cfg.Arrival.Mode), zap.Duration("duration", w.cfg.Duration))
+	for _, wa := range w.cfg.Agents {
+		w.sink.AgentActive(w.cfg.Name, wa.Agent, wa.Replicas)
+	}
+	// Pause before any replica starts, so the first runs wait for it.
+	atStart := w.cfg.Calibration.AtStart
+	if atStart {
+		w.pause()
+	}
+	w.wg.Go(func() {
+		if atStart {
+			w.measure(runCtx)
+			w.resume()
+		}
+		w.calibrator(arrivals, runCtx)
+	})
 	if w.cfg.Arrival.Mode == config.ArrivalClosed {
 		for i, wa := range w.cfg.Agents {
 			for r := range wa.Replicas {
-				w.wg.Go(func() { w.agents[i].closedLoop(arrivals, runCtx, r) })
+				w.wg.Go(func() { w.agents[i].closedLoop(arrivals, runCtx, w.runs.RLocker(), r) })
 			}
 		}
 		w.started.Store(true)
@@ -51,6 +76,9 @@ func (w *workloadRunner) start(parent context.Context) {
 		// Log the end of a bounded workload once, whatever ended it.
 		w.wg.Wait()
 		stopArrivals()
+		for _, wa := range w.cfg.Agents {
+			w.sink.AgentActive(w.cfg.Name, wa.Agent, -wa.Replicas)
+		}
 		if parent.Err() == nil {
 			w.log.Info("workload finished")
 		}
@@ -71,9 +99,88 @@ func (w *workloadRunner) stop(ctx context.Context) bool {
 	}
 }
 
+// requestCalibration asks for a calibration of every agent of the workload;
+// a request while one is pending is merged into it.
+func (w *workloadRunner) requestCalibration() {
+	select {
+	case w.calReq <- struct{}{}:
+	default:
+	}
+}
+
+// calibrator runs the calibrations requested (at start, on demand, on a
+// Ollama version change) and scheduled (calibration.interval), one at a
+// time, until the workload's arrivals end.
+func (w *workloadRunner) calibrator(arrivals, runCtx context.Context) {
+	var tick <-chan time.Time
+	if iv := w.cfg.Calibration.Interval; iv > 0 {
+		t := time.NewTicker(iv)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case <-arrivals.Done():
+			return
+		case <-w.calReq:
+		case <-tick:
+		}
+		w.pause()
+		w.measure(runCtx)
+		w.resume()
+	}
+}
+
+// A calibration measures each agent's solo baseline in turn: pause waits
+// for the runs in flight to end and holds new ones back; measure runs one
+// agent's own workflow loop (one replica) at a time with every other agent
+// paused; resume lets the workload go on. Calibration requests are ordinary
+// requests in every metric; chimeraforge_agent_active says who ran, so
+// efficiency stays comparable through a calibration (see docs/metrics.md).
+func (w *workloadRunner) pause() {
+	w.runs.Lock()
+	w.paused.Store(true)
+	w.sink.Calibrating(w.cfg.Name, true)
+	for _, wa := range w.cfg.Agents {
+		w.sink.AgentActive(w.cfg.Name, wa.Agent, -wa.Replicas)
+	}
+}
+
+func (w *workloadRunner) resume() {
+	for _, wa := range w.cfg.Agents {
+		w.sink.AgentActive(w.cfg.Name, wa.Agent, wa.Replicas)
+	}
+	w.sink.Calibrating(w.cfg.Name, false)
+	w.paused.Store(false)
+	w.runs.Unlock()
+}
+
+func (w *workloadRunner) measure(ctx context.Context) {
+	w.log.Info("calibrating solo baselines")
+	for _, ar := range w.agents {
+		if ctx.Err() != nil {
+			break
+		}
+		w.sink.AgentActive(w.cfg.Name, ar.agent.Name, 1)
+		c := ar.calibrate(ctx, w.cfg.Calibration)
+		w.sink.AgentActive(w.cfg.Name, ar.agent.Name, -1)
+		if ctx.Err() != nil {
+			break // shutdown or reload: neither a result nor a failure
+		}
+		w.sink.Calibrated(c)
+		if c.OK {
+			ar.log.Info("solo baseline measured", zap.Int("runs", c.Runs), zap.Duration("wall", c.Wall),
+				zap.Any("tokens_per_second", c.TokensPerSecond))
+		} else {
+			ar.log.Warn("calibration failed; the previous baseline stays", zap.Int("runs", c.Runs))
+		}
+	}
+}
+
 // openLoop starts workflow runs at the paced schedule, whatever the
 // previous runs are doing, up to max_in_flight at once. Each arrival goes to
-// the workload's agents in turn, weighted by their replica counts.
+// the workload's agents in turn, weighted by their replica counts. Arrivals
+// that fall while a calibration holds the workload are skipped.
 func (w *workloadRunner) openLoop(arrivals, runCtx context.Context) {
 	arr := w.cfg.Arrival
 	var pacer Pacer
@@ -106,6 +213,9 @@ func (w *workloadRunner) openLoop(arrivals, runCtx context.Context) {
 			return
 		case <-timer.C:
 		}
+		if w.paused.Load() {
+			continue
+		}
 		w.sink.ScheduleDelay(w.cfg.Name, max(0, time.Since(next)))
 		select {
 		case inFlight <- struct{}{}:
@@ -117,6 +227,8 @@ func (w *workloadRunner) openLoop(arrivals, runCtx context.Context) {
 		ar, no := w.agents[order[n%len(order)]], runNo
 		w.wg.Go(func() {
 			defer func() { <-inFlight }()
+			w.runs.RLock()
+			defer w.runs.RUnlock()
 			ar.runOnce(runCtx, 0, no)
 		})
 		w.started.Store(true)

@@ -86,6 +86,8 @@ type Metrics struct {
 
 	inFlight *prometheus.GaugeVec
 
+	cal calibrationMetrics
+
 	// perAgent are the vectors labelled by workload and agent, which Forget
 	// clears.
 	perAgent []interface {
@@ -167,6 +169,8 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Ollama requests this daemon has in flight.",
 		}, inFlightLabels),
 
+		cal: newCalibrationMetrics(),
+
 		recs: map[observe.Labels]*recorder{},
 	}
 	m.perAgent = []interface {
@@ -176,11 +180,12 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		m.promptEvalSecs, m.loadSeconds, m.contention, m.agentRuns,
 		m.ttft, m.interToken, m.duration, m.queueWait, m.runDuration, m.inFlight,
 	}
-	err := registerAll(reg,
+	m.perAgent = append(m.perAgent, m.cal.perAgent()...)
+	err := registerAll(reg, append([]prometheus.Collector{
 		m.requests, m.errors, m.generatedTokens, m.promptTokens, m.evalSeconds,
 		m.promptEvalSecs, m.loadSeconds, m.contention, m.agentRuns, m.arrivalsDropped,
 		m.ttft, m.interToken, m.duration, m.queueWait, m.runDuration, m.scheduleDelay,
-		m.inFlight)
+		m.inFlight}, m.cal.collectors()...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -255,6 +260,7 @@ func (m *Metrics) newRecorder(l observe.Labels) *recorder {
 		saturation:     m.contention.WithLabelValues(w, a, t, string(observe.ContentionSlotSaturation)),
 		rejected:       m.contention.WithLabelValues(w, a, t, string(observe.ContentionQueueRejected)),
 		reload:         m.contention.WithLabelValues(w, a, t, string(observe.ContentionModelReload)),
+		waited:         m.contention.WithLabelValues(w, a, t, string(observe.ContentionQueueWait)),
 	}
 	for _, reason := range observe.Reasons {
 		r.errs[reason] = m.errors.WithLabelValues(w, a, t, mo, string(reason))
@@ -264,6 +270,8 @@ func (m *Metrics) newRecorder(l observe.Labels) *recorder {
 		m.agentRuns.WithLabelValues(w, a, string(o))
 	}
 	m.arrivalsDropped.WithLabelValues(w)
+	m.cal.active.WithLabelValues(w, a)
+	m.cal.calibrating.WithLabelValues(w)
 	return r
 }
 
@@ -326,7 +334,7 @@ type recorder struct {
 
 	ttft, interToken, duration, queueWait prometheus.Observer
 
-	saturation, rejected, reload prometheus.Counter
+	saturation, rejected, reload, waited prometheus.Counter
 }
 
 var _ observe.Recorder = (*recorder)(nil)
@@ -379,6 +387,9 @@ func (r *recorder) Finished(q *observe.Request) {
 	}
 	if q.QueueRejected {
 		r.rejected.Inc()
+	}
+	if q.QueueWaited {
+		r.waited.Inc()
 	}
 }
 

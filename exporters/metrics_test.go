@@ -688,3 +688,67 @@ func BenchmarkFinished(b *testing.B) {
 		rec.Finished(q)
 	}
 }
+
+func TestCalibrationMetrics(t *testing.T) {
+	m, _ := newTestMetrics(t)
+	m.AgentActive("chat", "planner", 2)
+	m.AgentActive("chat", "planner", -2)
+	m.AgentActive("chat", "planner", 1)
+	if got := testutil.ToFloat64(m.cal.active.WithLabelValues("chat", "planner")); got != 1 {
+		t.Errorf("agent_active = %v, want 1", got)
+	}
+	m.Calibrating("chat", true)
+	if got := testutil.ToFloat64(m.cal.calibrating.WithLabelValues("chat")); got != 1 {
+		t.Errorf("calibrating = %v, want 1", got)
+	}
+	m.Calibrating("chat", false)
+	if got := testutil.ToFloat64(m.cal.calibrating.WithLabelValues("chat")); got != 0 {
+		t.Errorf("calibrating = %v, want 0", got)
+	}
+
+	at := time.Unix(1_800_000_000, 250_000_000)
+	m.Calibrated(observe.Calibration{Workload: "chat", Agent: "planner", Model: "m1", OK: true, Runs: 3,
+		TokensPerSecond: map[string]float64{"gpu0": 40, "gpu1": 20}, At: at})
+	for target, want := range map[string]float64{"gpu0": 40, "gpu1": 20} {
+		if got := testutil.ToFloat64(m.cal.baseline.WithLabelValues("chat", "planner", target, "m1")); got != want {
+			t.Errorf("baseline{target=%s} = %v, want %v", target, got, want)
+		}
+	}
+	if got := testutil.ToFloat64(m.cal.baselineTime.WithLabelValues("chat", "planner")); got != 1_800_000_000.25 {
+		t.Errorf("baseline timestamp = %v, want 1800000000.25", got)
+	}
+
+	// A later calibration that used one target only replaces both.
+	m.Calibrated(observe.Calibration{Workload: "chat", Agent: "planner", Model: "m1", OK: true,
+		TokensPerSecond: map[string]float64{"gpu0": 30}, At: at})
+	if n := testutil.CollectAndCount(m.cal.baseline); n != 1 {
+		t.Errorf("%d baseline series after recalibration on one target, want 1", n)
+	}
+	// A failed one keeps the baseline and counts the failure.
+	m.Calibrated(observe.Calibration{Workload: "chat", Agent: "planner", Model: "m1", OK: false, At: at.Add(time.Hour)})
+	if got := testutil.ToFloat64(m.cal.baseline.WithLabelValues("chat", "planner", "gpu0", "m1")); got != 30 {
+		t.Errorf("baseline after a failed calibration = %v, want 30 (kept)", got)
+	}
+	for outcome, want := range map[string]float64{"success": 2, "error": 1} {
+		if got := testutil.ToFloat64(m.cal.calibrations.WithLabelValues("chat", "planner", outcome)); got != want {
+			t.Errorf("calibrations{outcome=%s} = %v, want %v", outcome, got, want)
+		}
+	}
+	m.Forget("chat", "planner")
+	if n := testutil.CollectAndCount(m.cal.baseline) + testutil.CollectAndCount(m.cal.active); n != 0 {
+		t.Errorf("%d baseline/active series after Forget, want 0", n)
+	}
+}
+
+func TestQueueWaitContention(t *testing.T) {
+	m, _ := newTestMetrics(t)
+	l := observe.Labels{Workload: "chat", Agent: "planner", Target: "gpu0", Model: "m1"}
+	rec := m.Recorder(l)
+	for _, waited := range []bool{true, false, true} {
+		rec.Started(false)
+		rec.Finished(&observe.Request{Labels: l, Outcome: observe.OutcomeSuccess, Done: true, QueueWaited: waited})
+	}
+	if got := testutil.ToFloat64(m.contention.WithLabelValues("chat", "planner", "gpu0", string(observe.ContentionQueueWait))); got != 2 {
+		t.Errorf("queue_wait contention = %v, want 2", got)
+	}
+}

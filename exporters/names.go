@@ -24,6 +24,12 @@ const (
 
 	MetricRequestsInFlight = "chimeraforge_requests_in_flight"
 
+	MetricBaselineTokensPerSecond  = "chimeraforge_baseline_tokens_per_second"
+	MetricBaselineTimestampSeconds = "chimeraforge_baseline_timestamp_seconds"
+	MetricCalibrating              = "chimeraforge_calibrating"
+	MetricAgentActive              = "chimeraforge_agent_active"
+	MetricCalibrationsTotal        = "chimeraforge_calibrations_total"
+
 	MetricConfigLastReloadSuccessful              = "chimeraforge_config_last_reload_successful"
 	MetricConfigLastReloadSuccessTimestampSeconds = "chimeraforge_config_last_reload_success_timestamp_seconds"
 	MetricBuildInfo                               = "chimeraforge_build_info"

@@ -66,10 +66,13 @@ const (
 	// ContentionModelReload: load_duration above the configured threshold on
 	// a request that was not the agent's first on that target.
 	ContentionModelReload Contention = "model_reload"
+	// ContentionQueueWait: a successful request whose estimated queue wait
+	// was above the configured threshold.
+	ContentionQueueWait Contention = "queue_wait"
 )
 
 // Contentions lists every Contention kind in a stable order.
-var Contentions = []Contention{ContentionSlotSaturation, ContentionQueueRejected, ContentionModelReload}
+var Contentions = []Contention{ContentionSlotSaturation, ContentionQueueRejected, ContentionModelReload, ContentionQueueWait}
 
 // Request is the observation of one Ollama call, produced when it ends.
 type Request struct {
@@ -100,6 +103,7 @@ type Request struct {
 	// reported when the request starts.
 	ModelReload   bool
 	QueueRejected bool
+	QueueWaited   bool // QueueWait above the configured threshold
 }
 
 // Run is the observation of one workflow run of one agent replica.
@@ -138,4 +142,28 @@ type Sink interface {
 	// ArrivalDropped counts an open-loop arrival dropped because the
 	// workload was at its in-flight cap.
 	ArrivalDropped(workload string)
+
+	// AgentActive moves the number of replicas of an agent that are running
+	// (not paused for a calibration, not stopped) by delta.
+	AgentActive(workload, agent string, delta int)
+	// Calibrating marks a workload's calibration as started or ended.
+	Calibrating(workload string, on bool)
+	// Calibrated records the end of one agent's solo calibration: its
+	// baselines (one per target it used) when ok, nothing else otherwise.
+	Calibrated(c Calibration)
+}
+
+// Calibration is the result of measuring one agent alone: its own workflow
+// loop, one replica, with the other agents of its workload paused.
+type Calibration struct {
+	Workload string
+	Agent    string
+	Model    string
+	OK       bool // every solo run succeeded
+	Runs     int
+	Wall     time.Duration // wall-clock time of the solo loop
+	// TokensPerSecond is generated tokens (server-reported eval_count) per
+	// wall-clock second of the solo loop, by target.
+	TokensPerSecond map[string]float64
+	At              time.Time
 }

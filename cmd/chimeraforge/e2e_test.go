@@ -34,9 +34,11 @@ workloads:
   - name: shared
     duration: 2s
     agents: [{agent: shared-a}, {agent: shared-b}]
+    calibration: {at_start: false}
   - name: separate
     duration: 2s
     agents: [{agent: solo-a}, {agent: solo-b}]
+    calibration: {at_start: false}
 `
 
 func agentYAML(name, target string, numCtx int, api string) string {
@@ -184,6 +186,7 @@ agents:
 workloads:
   - name: soak
     agents: [{agent: steady}%s]
+    calibration: {at_start: false}
 `
 
 func TestReload(t *testing.T) {
@@ -230,6 +233,15 @@ func TestReload(t *testing.T) {
 	if after := tokens(); after < kept {
 		t.Errorf("steady's tokens went from %v to %v across a reload: counters were reset", kept, after)
 	}
+	if code, body := r.post(t, "/-/calibrate?workload=nope"); code != http.StatusNotFound {
+		t.Errorf("/-/calibrate of an unknown workload: %d %q, want 404", code, body)
+	}
+	if code, body := r.post(t, "/-/calibrate?workload=soak"); code != http.StatusAccepted {
+		t.Errorf("/-/calibrate: %d %q, want 202", code, body)
+	}
+	eventually(t, 10*time.Second, "the calibration asked for", func() bool {
+		return r.scrape(t).sum("chimeraforge_calibrations_total", map[string]string{"workload": "soak", "outcome": "success"}) >= 2
+	})
 	eventually(t, 10*time.Second, "tokens from the added agent", func() bool {
 		return r.scrape(t).sum("chimeraforge_generated_tokens_total", map[string]string{"agent": "newcomer"}) > 0
 	})

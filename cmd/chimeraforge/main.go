@@ -48,7 +48,7 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	runCmd.Flag("config", "Configuration file (YAML). Without it the built-in demo runs.").StringVar(&ro.configFile)
 	runCmd.Flag("set", "Override one configuration key, e.g. --set global.shutdown_timeout=5s (repeatable; wins over file and environment).").StringsVar(&ro.sets)
 	ro.web = kingpinflag.AddFlags(runCmd, DefaultListenAddress)
-	runCmd.Flag("web.enable-lifecycle", "Enable POST /-/reload and /-/quit.").BoolVar(&ro.enableLifecycle)
+	runCmd.Flag("web.enable-lifecycle", "Enable POST /-/reload, /-/calibrate and /-/quit.").BoolVar(&ro.enableLifecycle)
 	runCmd.Flag("log.level", "Log level: debug, info, warn, error.").Default("info").HintOptions("debug", "info", "warn", "error").StringVar(&ro.logLevel)
 	runCmd.Flag("log.format", "Log format: json or console.").Default("console").HintOptions("json", "console").StringVar(&ro.logFormat)
 

@@ -45,7 +45,7 @@ func TestRealOllamaCountsMatchServer(t *testing.T) {
 	cfg := realConfig(realTarget("ollama", proxy.URL(), 2),
 		realAgent("chatter", "ollama", "chat", ollamatest.Model, 1024, numPredict)+
 			realAgent("generator", "ollama", "generate", ollamatest.Model, 1024, numPredict),
-		"  - {name: counts, duration: 4s, agents: [{agent: chatter}, {agent: generator}]}\n")
+		"  - {name: counts, duration: 4s, calibration: {at_start: false}, agents: [{agent: chatter}, {agent: generator}]}\n")
 	r := startDaemon(t, cfg, false)
 	m := waitFinished(t, r, 1, 60*time.Second)
 	tot := proxy.Totals()
@@ -105,8 +105,8 @@ func TestRealOllamaContention(t *testing.T) {
 	cfg := realConfig(targets, agents+
 		realAgent("solo-a", "solo-a", "chat", ollamatest.Model, 512, 32)+
 		realAgent("solo-b", "solo-b", "chat", ollamatest.Model, 1024, 32),
-		"  - {name: shared, duration: 6s, agents: [{agent: reload-a}, {agent: reload-b}]}\n"+
-			"  - {name: separate, duration: 6s, agents: [{agent: solo-a}, {agent: solo-b}]}\n")
+		"  - {name: shared, duration: 6s, calibration: {at_start: false}, agents: [{agent: reload-a}, {agent: reload-b}]}\n"+
+			"  - {name: separate, duration: 6s, calibration: {at_start: false}, agents: [{agent: solo-a}, {agent: solo-b}]}\n")
 	r := startDaemon(t, cfg, false)
 	m := waitFinished(t, r, 2, 90*time.Second)
 	contention := func(workload, kind string) float64 {
@@ -143,8 +143,8 @@ func TestRealOllamaQueueWait(t *testing.T) {
 			realAgent("q2", "one", "generate", ollamatest.Model, 1024, long)+
 			realAgent("d1", "a", "generate", ollamatest.Model, 1024, long)+
 			realAgent("d2", "b", "generate", ollamatest.Model, 1024, long),
-		"  - {name: single, duration: 6s, agents: [{agent: q1}, {agent: q2}]}\n"+
-			"  - {name: dual, duration: 6s, agents: [{agent: d1}, {agent: d2}]}\n")
+		"  - {name: single, duration: 6s, calibration: {at_start: false}, agents: [{agent: q1}, {agent: q2}]}\n"+
+			"  - {name: dual, duration: 6s, calibration: {at_start: false}, agents: [{agent: d1}, {agent: d2}]}\n")
 	r := startDaemon(t, cfg, false)
 	m := waitFinished(t, r, 2, 120*time.Second)
 	meanWait := func(workload string) (float64, float64) {
@@ -175,7 +175,7 @@ func TestRealOllamaServerKilledMidStream(t *testing.T) {
     model: tiny
     options: {num_predict: 1000, temperature: 0}
     workflow: [{name: ramble, prompt: "tell me about the river"}]
-`, "  - {name: crash, agents: [{agent: streamer}]}\n")
+`, "  - {name: crash, calibration: {at_start: false}, agents: [{agent: streamer}]}\n")
 	r := startDaemon(t, cfg, false)
 	eventually(t, 60*time.Second, "tokens streaming", func() bool {
 		return r.scrape(t).sum("chimeraforge_inter_token_latency_seconds", nil) > 20
@@ -208,7 +208,7 @@ func TestRealOllamaModelNotFound(t *testing.T) {
 	srv := ollamatest.Start(t, 1)
 	cfg := realConfig(realTarget("ollama", srv.URL(), 1),
 		realAgent("ghost", "ollama", "chat", "no-such-model", 1024, 8),
-		"  - {name: missing, duration: 3s, agents: [{agent: ghost}]}\n")
+		"  - {name: missing, duration: 3s, calibration: {at_start: false}, agents: [{agent: ghost}]}\n")
 	r := startDaemon(t, cfg, false)
 	m := waitFinished(t, r, 1, 30*time.Second)
 	nf := m.sum("chimeraforge_request_errors_total", map[string]string{"reason": "model_not_found"})

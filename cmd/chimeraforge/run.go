@@ -265,6 +265,17 @@ func (a *app) routes() http.Handler {
 		}
 		_, _ = io.WriteString(w, "reloaded\n")
 	}))
+	mux.HandleFunc("/-/calibrate", func(w http.ResponseWriter, r *http.Request) {
+		lifecycle(func(w http.ResponseWriter) {
+			workload := r.URL.Query().Get("workload")
+			if err := a.daemon.Calibrate(workload); err != nil {
+				http.Error(w, "calibrate: "+err.Error(), http.StatusNotFound)
+				return
+			}
+			w.WriteHeader(http.StatusAccepted)
+			_, _ = io.WriteString(w, "calibration requested; chimeraforge_calibrating shows it running\n")
+		})(w, r)
+	})
 	mux.HandleFunc("/-/quit", lifecycle(func(w http.ResponseWriter) {
 		_, _ = io.WriteString(w, "stopping\n")
 		a.quit()
