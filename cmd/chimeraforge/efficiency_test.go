@@ -112,19 +112,21 @@ func TestEfficiencyRealOllama(t *testing.T) {
 	cfg := realConfig(realTarget("ollama", srv.URL(), 1), `  - name: first
     target: ollama
     model: tiny
-    options: {num_predict: 400, num_ctx: 2048, temperature: 0}
+    options: {num_predict: 600, num_ctx: 2048, temperature: 0}
     workflow: [{name: ask, prompt: "tell me about the river"}]
   - name: second
     target: ollama
     model: tiny
-    options: {num_predict: 400, num_ctx: 2048, temperature: 0}
+    options: {num_predict: 600, num_ctx: 2048, temperature: 0}
     workflow: [{name: ask, prompt: "tell me about the mountain"}]
-`, "  - {name: pair, calibration: {runs: 5}, agents: [{agent: first}, {agent: second}]}\n")
+`, "  - {name: pair, calibration: {runs: 8}, agents: [{agent: first}, {agent: second}]}\n")
 	r := startDaemon(t, cfg, false)
 	prom := promtest.Start(t, 500*time.Millisecond, strings.TrimPrefix(r.base, "http://"))
 	waitCalibrated(t, prom, 2, 90*time.Second)
-	const window = "10s"
-	time.Sleep(11 * time.Second)
+	// Tokens/s of the tiny model on two shared cores vary run to run: a
+	// longer solo loop and window keep the noise well inside the bounds.
+	const window = "15s"
+	time.Sleep(16 * time.Second)
 	f := evaluate(t, prom, "pair", window)
 	t.Logf("two agents, one server, OLLAMA_NUM_PARALLEL=1: efficiency %.3f speedup %.3f balance %.3f", f.efficiency, f.speedup, f.balance)
 	if f.efficiency > 0.65 {
