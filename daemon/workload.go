@@ -31,6 +31,7 @@ type workloadRunner struct {
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	done   chan struct{} // closed once every run has ended and been accounted
 }
 
 // start launches the workload under parent. It returns at once. When the
@@ -42,6 +43,7 @@ func (w *workloadRunner) start(parent context.Context) {
 	runCtx, cancel := context.WithCancel(parent)
 	w.cancel = cancel
 	w.calReq = make(chan struct{}, 1)
+	w.done = make(chan struct{})
 	arrivals, stopArrivals := runCtx, context.CancelFunc(func() {})
 	if w.cfg.Duration > 0 {
 		arrivals, stopArrivals = context.WithTimeout(runCtx, w.cfg.Duration)
@@ -74,6 +76,7 @@ func (w *workloadRunner) start(parent context.Context) {
 	}
 	go func() {
 		// Log the end of a bounded workload once, whatever ended it.
+		defer close(w.done)
 		w.wg.Wait()
 		stopArrivals()
 		for _, wa := range w.cfg.Agents {
@@ -85,14 +88,14 @@ func (w *workloadRunner) start(parent context.Context) {
 	}()
 }
 
-// stop cancels the workload and waits for its runs to end, at most until
-// ctx ends. It reports whether everything ended in time.
+// stop cancels the workload and waits for its runs to end and be
+// accounted, at most until ctx ends, so that nothing it records lands after
+// a reload has forgotten its series. It reports whether everything ended in
+// time.
 func (w *workloadRunner) stop(ctx context.Context) bool {
 	w.cancel()
-	done := make(chan struct{})
-	go func() { w.wg.Wait(); close(done) }()
 	select {
-	case <-done:
+	case <-w.done:
 		return true
 	case <-ctx.Done():
 		return false

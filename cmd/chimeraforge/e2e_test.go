@@ -245,4 +245,24 @@ func TestReload(t *testing.T) {
 	eventually(t, 10*time.Second, "tokens from the added agent", func() bool {
 		return r.scrape(t).sum("chimeraforge_generated_tokens_total", map[string]string{"agent": "newcomer"}) > 0
 	})
+
+	// Removing it again drops every one of its series, for good.
+	if err := os.WriteFile(r.app.opts.configFile, []byte(fmt.Sprintf(reloadConfig, "", "")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := r.post(t, "/-/reload"); code != http.StatusOK {
+		t.Fatalf("reload removing an agent: %d %q", code, body)
+	}
+	time.Sleep(300 * time.Millisecond)
+	m = r.scrape(t)
+	for name, mf := range m {
+		for _, s := range mf.GetMetric() {
+			if hasLabels(s, map[string]string{"agent": "newcomer"}) {
+				t.Errorf("%s still has a series of the removed agent: %v", name, s.GetLabel())
+			}
+		}
+	}
+	if v := m.sum("chimeraforge_agent_active", map[string]string{"agent": "steady"}); v != 1 {
+		t.Errorf("agent_active of steady after three reloads = %v, want 1", v)
+	}
 }

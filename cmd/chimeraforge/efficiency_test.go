@@ -102,6 +102,23 @@ func TestEfficiencySimulator(t *testing.T) {
 	if shared.balance < 0.9 {
 		t.Errorf("two agents sharing one simulated slot: balance %.3f, want >= 0.9 (it cannot see the slowdown)", shared.balance)
 	}
+	ratio := func(workload, kind string) float64 {
+		for _, s := range prom.Query(t, dashboards.ContentionRatio(window)) {
+			if s.Labels["workload"] == workload && s.Labels["kind"] == kind {
+				return s.Value
+			}
+		}
+		t.Fatalf("no contention ratio for %s/%s", workload, kind)
+		return 0
+	}
+	// On one slot nearly every request starts while the other agent's is in
+	// flight; with a server each, none does.
+	if got := ratio("shared", "slot_saturation"); got < 0.8 || got > 1.05 {
+		t.Errorf("slot_saturation ratio on one slot %.3f, want ~1", got)
+	}
+	if got := ratio("separate", "slot_saturation"); got != 0 {
+		t.Errorf("slot_saturation ratio with a server each %.3f, want 0", got)
+	}
 	if sep.speedup < 1.9 || shared.speedup > 1.2 {
 		t.Errorf("speedup: separate %.3f (want >= 1.9), shared %.3f (want <= 1.2)", sep.speedup, shared.speedup)
 	}
