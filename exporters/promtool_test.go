@@ -4,11 +4,11 @@ import (
 	"bytes"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
 
+	"github.com/chimeraforge/chimeraforge/internal/testtool"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -31,13 +31,7 @@ func exposition(t *testing.T) []byte {
 }
 
 func TestExpositionPassesPromtool(t *testing.T) {
-	promtool, err := exec.LookPath("promtool")
-	if err != nil {
-		if os.Getenv("CF_TEST_REQUIRE_TOOLS") != "" {
-			t.Fatal("promtool not found but CF_TEST_REQUIRE_TOOLS is set: install Debian package prometheus")
-		}
-		t.Skip("promtool not found: install Debian package prometheus (.ci/run does)")
-	}
+	promtool := testtool.LookPath(t, "promtool", "prometheus")
 	body := exposition(t)
 	cmd := exec.CommandContext(t.Context(), promtool, "check", "metrics")
 	cmd.Stdin = bytes.NewReader(body)

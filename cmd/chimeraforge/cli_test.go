@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/chimeraforge/chimeraforge/internal/testtool"
 )
 
 func runCLI(args ...string) (int, string, string) {
@@ -71,14 +73,8 @@ func TestCLIUsage(t *testing.T) {
 // promtoolCheck lints an exposition with `promtool check metrics`.
 func promtoolCheck(t *testing.T, exposition string) {
 	t.Helper()
-	bin, err := exec.LookPath("promtool")
-	if err != nil {
-		if os.Getenv("CF_TEST_REQUIRE_TOOLS") != "" {
-			t.Fatal("promtool not found but CF_TEST_REQUIRE_TOOLS is set: install Debian package prometheus")
-		}
-		t.Skip("promtool not found: install Debian package prometheus (scripts/test.sh does)")
-	}
-	cmd := exec.Command(bin, "check", "metrics")
+	bin := testtool.LookPath(t, "promtool", "prometheus")
+	cmd := exec.CommandContext(t.Context(), bin, "check", "metrics")
 	cmd.Stdin = strings.NewReader(exposition)
 	out, err := cmd.CombinedOutput()
 	if err != nil {

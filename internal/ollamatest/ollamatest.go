@@ -21,6 +21,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/chimeraforge/chimeraforge/internal/testtool"
 )
 
 // Model is the name the tiny test model is created under.
@@ -29,9 +31,8 @@ const Model = "tiny"
 // Env names the variables that point the suite at a built Ollama. They are
 // outside the CHIMERAFORGE_ prefix, which is read as configuration.
 const (
-	EnvBin     = "CF_TEST_OLLAMA_BIN"
-	EnvModel   = "CF_TEST_OLLAMA_MODEL"
-	EnvRequire = "CF_TEST_REQUIRE_TOOLS"
+	EnvBin   = "CF_TEST_OLLAMA_BIN"
+	EnvModel = "CF_TEST_OLLAMA_MODEL"
 )
 
 // Require returns the Ollama binary and the model directory (holding
@@ -44,10 +45,7 @@ func Require(t testing.TB) (bin, modelDir string) {
 	if bin == "" || modelDir == "" {
 		msg := "real-Ollama suite skipped: " + EnvBin + " and " + EnvModel + " are not set; " +
 			"`eval \"$(scripts/ollama-test-server.sh build)\"` builds Ollama and the tiny model and sets them (scripts/test.sh does)"
-		if os.Getenv(EnvRequire) != "" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
+		testtool.Missing(t, msg)
 	}
 	if _, err := os.Stat(bin); err != nil {
 		t.Fatalf("%s: %v", EnvBin, err)

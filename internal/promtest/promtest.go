@@ -25,6 +25,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chimeraforge/chimeraforge/internal/testtool"
 	"github.com/prometheus/client_golang/api"
 	v1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	"github.com/prometheus/common/model"
@@ -34,10 +35,6 @@ import (
 // Binary is the name looked up on PATH; Debian's prometheus package
 // installs it as /usr/bin/prometheus.
 const Binary = "prometheus"
-
-// EnvRequire turns a missing binary from a skip into a failure. It is
-// outside the CHIMERAFORGE_ prefix, which the daemon reads as configuration.
-const EnvRequire = "CF_TEST_REQUIRE_TOOLS"
 
 // Job is the scrape job every target is listed under: the series scraped
 // carry job="promtest" and instance="host:port" as given to Start.
@@ -111,10 +108,7 @@ func startWith(t testing.TB, bin string, interval time.Duration, rulesYAML strin
 	path, err := exec.LookPath(bin)
 	if err != nil {
 		msg := missingMessage(bin, err)
-		if os.Getenv(EnvRequire) != "" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
+		testtool.Missing(t, msg)
 	}
 	if interval < time.Millisecond || interval%time.Millisecond != 0 {
 		t.Fatalf("promtest: interval %v: want a whole number of milliseconds, at least 1ms", interval)

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chimeraforge/chimeraforge/internal/testtool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/goleak"
@@ -166,16 +167,16 @@ func TestMissingBinary(t *testing.T) {
 	const missing = "/nonexistent/prometheus"
 	start := func(tb testing.TB) { startWith(tb, missing, interval, "", []string{"127.0.0.1:1"}) }
 
-	t.Setenv(EnvRequire, "")
+	t.Setenv(testtool.EnvRequire, "")
 	got := runFake(t, start)
 	if got.fatal != "" || !strings.Contains(got.skipped, "apt-get install -y prometheus") || !strings.Contains(got.skipped, missing) {
-		t.Errorf("without %s: got skip %q, fatal %q; want a skip naming %s and the Debian package", EnvRequire, got.skipped, got.fatal, missing)
+		t.Errorf("without %s: got skip %q, fatal %q; want a skip naming %s and the Debian package", testtool.EnvRequire, got.skipped, got.fatal, missing)
 	}
 
-	t.Setenv(EnvRequire, "1")
+	t.Setenv(testtool.EnvRequire, "1")
 	got = runFake(t, start)
 	if got.skipped != "" || !strings.Contains(got.fatal, "apt-get install -y prometheus") {
-		t.Errorf("with %s: got skip %q, fatal %q; want a failure naming the Debian package", EnvRequire, got.skipped, got.fatal)
+		t.Errorf("with %s: got skip %q, fatal %q; want a failure naming the Debian package", testtool.EnvRequire, got.skipped, got.fatal)
 	}
 }
 
