@@ -43,6 +43,12 @@ func NewProxy(t testing.TB, upstream string) *Proxy {
 	p := &Proxy{}
 	rp := httputil.NewSingleHostReverseProxy(u)
 	rp.FlushInterval = -1 // stream each chunk through at once
+	// A fresh upstream connection per request. The Ollama client closes a
+	// stream's body as soon as it has the final chunk, which cancels the
+	// proxied request; with keep-alive, that cancel raced with the reuse
+	// of the upstream connection and, about once in 300 requests, broke
+	// the next stream on it ("use of closed network connection").
+	rp.Transport = &http.Transport{DisableKeepAlives: true}
 	rp.ModifyResponse = func(r *http.Response) error {
 		r.Body = &lineTap{rc: r.Body, p: p}
 		return nil
