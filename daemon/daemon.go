@@ -82,14 +82,18 @@ func (d *Daemon) watchVersions(ctx context.Context) {
 	for {
 		d.mu.Lock()
 		interval := d.cfg.Global.VersionCheckInterval
+		d.mu.Unlock()
+		if !sleep(ctx, interval) {
+			return
+		}
+		// The targets of now, not of before the sleep: a reload may have
+		// replaced some.
+		d.mu.Lock()
 		targets := make([]*target, 0, len(d.targets))
 		for _, t := range d.targets {
 			targets = append(targets, t)
 		}
 		d.mu.Unlock()
-		if !sleep(ctx, interval) {
-			return
-		}
 		for _, t := range targets {
 			v, prev, err := t.probeVersion(ctx)
 			if err != nil || prev == "" || v == prev {
@@ -150,6 +154,9 @@ func (d *Daemon) shutdown() error {
 	sctx, cancel := context.WithTimeout(context.Background(), d.cfg.Global.ShutdownTimeout)
 	defer cancel()
 	d.log.Info("stopping: canceling in-flight requests", zap.Duration("bound", d.cfg.Global.ShutdownTimeout))
+	for _, w := range d.workloads {
+		w.cancel() // all at once, then wait for each
+	}
 	var err error
 	for name, w := range d.workloads {
 		if !w.stop(sctx) {
