@@ -293,7 +293,7 @@ func TestOverrideErrors(t *testing.T) {
 		{
 			name: "unknown key from env names the variable",
 			env:  []string{"CHIMERAFORGE_GLOBAL__SHUTDOWN_TIMOUT=5s"},
-			want: []string{"global.shutdown_timout: unknown key (allowed: model_reload_threshold, shutdown_timeout, readiness_probe_interval, queue_wait_threshold, version_check_interval) (set by environment variable CHIMERAFORGE_GLOBAL__SHUTDOWN_TIMOUT)"},
+			want: []string{"global.shutdown_timout: unknown key (allowed: model_reload_threshold, shutdown_timeout, readiness_probe_interval, queue_wait_threshold) (set by environment variable CHIMERAFORGE_GLOBAL__SHUTDOWN_TIMOUT)"},
 		},
 		{
 			name:      "wrong type from an override",
@@ -478,7 +478,8 @@ simulation:
 	s, u := cfg.Simulation.Instances[0], cfg.Simulation.Instances[1]
 	err = errors.Join(
 		want(cfg.Global, Global{ModelReloadThreshold: 100 * time.Millisecond, ShutdownTimeout: 10 * time.Second, ReadinessProbeInterval: 5 * time.Second,
-			QueueWaitThreshold: 100 * time.Millisecond, VersionCheckInterval: time.Minute}),
+			QueueWaitThreshold: 100 * time.Millisecond}),
+		want(tg.PollInterval, 15*time.Second),
 		want(cfg.Workloads[0].Calibration, Calibration{AtStart: true, Runs: 3, MaxDuration: 2 * time.Minute, OnVersionChange: true}),
 		want(tg.NumParallel, 1),
 		want(tg.Timeouts, Timeouts{Connect: 5 * time.Second, FirstToken: 2 * time.Minute, Idle: time.Minute, Request: 10 * time.Minute}),

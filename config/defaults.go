@@ -13,7 +13,6 @@ const (
 	DefaultShutdownTimeout        = 10 * time.Second
 	DefaultReadinessProbeInterval = 5 * time.Second
 	DefaultQueueWaitThreshold     = 100 * time.Millisecond
-	DefaultVersionCheckInterval   = time.Minute
 
 	DefaultCalibrationAtStart         = true
 	DefaultCalibrationRuns            = 3
@@ -21,6 +20,7 @@ const (
 	DefaultCalibrationOnVersionChange = true
 
 	DefaultNumParallel       = 1
+	DefaultPollInterval      = 15 * time.Second
 	DefaultConnectTimeout    = 5 * time.Second
 	DefaultFirstTokenTimeout = 2 * time.Minute
 	DefaultIdleTimeout       = time.Minute
@@ -86,11 +86,11 @@ func (g *Global) setDefaults(path string, set isSet) {
 	setDefault(set, path+".shutdown_timeout", &g.ShutdownTimeout, DefaultShutdownTimeout)
 	setDefault(set, path+".readiness_probe_interval", &g.ReadinessProbeInterval, DefaultReadinessProbeInterval)
 	setDefault(set, path+".queue_wait_threshold", &g.QueueWaitThreshold, DefaultQueueWaitThreshold)
-	setDefault(set, path+".version_check_interval", &g.VersionCheckInterval, DefaultVersionCheckInterval)
 }
 
 func (t *Target) setDefaults(path string, set isSet) {
 	setDefault(set, path+".num_parallel", &t.NumParallel, DefaultNumParallel)
+	setDefault(set, path+".poll_interval", &t.PollInterval, DefaultPollInterval)
 	p := path + ".timeouts"
 	setDefault(set, p+".connect", &t.Timeouts.Connect, DefaultConnectTimeout)
 	setDefault(set, p+".first_token", &t.Timeouts.FirstToken, DefaultFirstTokenTimeout)

@@ -33,9 +33,6 @@ type Global struct {
 	// QueueWaitThreshold: a successful request whose estimated queue wait
 	// is above this counts as a queue_wait contention.
 	QueueWaitThreshold time.Duration `koanf:"queue_wait_threshold"`
-	// VersionCheckInterval is how often every target's /api/version is
-	// read to notice an upgrade (which triggers recalibration).
-	VersionCheckInterval time.Duration `koanf:"version_check_interval"`
 }
 
 // Target is one Ollama server.
@@ -45,6 +42,9 @@ type Target struct {
 	Headers     map[string]Secret `koanf:"headers"`
 	Timeouts    Timeouts          `koanf:"timeouts"`
 	NumParallel int               `koanf:"num_parallel"`
+	// PollInterval is how often the target's /api/version and /api/ps are
+	// read for the Ollama state metrics and to notice an upgrade.
+	PollInterval time.Duration `koanf:"poll_interval"`
 }
 
 // Timeouts bound each phase of a call to a target.

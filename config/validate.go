@@ -148,7 +148,6 @@ func (g *Global) validate(c *checker, path string) {
 	c.positive(path+".shutdown_timeout", g.ShutdownTimeout)
 	c.positive(path+".readiness_probe_interval", g.ReadinessProbeInterval)
 	c.positive(path+".queue_wait_threshold", g.QueueWaitThreshold)
-	c.positive(path+".version_check_interval", g.VersionCheckInterval)
 }
 
 func (t *Target) validate(c *checker, path string) {
@@ -158,6 +157,7 @@ func (t *Target) validate(c *checker, path string) {
 	if t.NumParallel < 1 {
 		c.addf(path+".num_parallel", "must be >= 1, got %d", t.NumParallel)
 	}
+	c.positive(path+".poll_interval", t.PollInterval)
 	for _, name := range sortedKeys(t.Headers) {
 		hp := fmt.Sprintf("%s.headers[%s]", path, name)
 		if !headerNamePattern.MatchString(name) {

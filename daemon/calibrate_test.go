@@ -87,8 +87,8 @@ func TestVersionChangeAndDemandRecalibrate(t *testing.T) {
 	}))
 	defer srv.Close()
 	cfg := mustConfig(t, fmt.Sprintf(`
-global: {version_check_interval: 100ms, shutdown_timeout: 2s}
-targets: [{name: t, url: %q}]
+global: {shutdown_timeout: 2s}
+targets: [{name: t, url: %q, poll_interval: 100ms}]
 agents:
   - {name: a, target: t, model: sim-tiny, think_time: 50ms, options: {num_predict: 4}, workflow: [{name: ask, prompt: hi}]}
 workloads:

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net/url"
 	"reflect"
-	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -38,7 +37,7 @@ type Daemon struct {
 	sims      *simHost
 	targets   map[string]*target
 	workloads map[string]*workloadRunner
-	probing   sync.WaitGroup
+	polling   sync.WaitGroup // target pollers; they take mu, so never wait for them holding it
 	ready     atomic.Bool
 }
 
@@ -65,62 +64,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err != nil {
 		return errors.Join(err, d.shutdown())
 	}
-	// Not in d.probing: shutdown waits for that while holding d.mu, which
-	// the watcher takes.
-	var watcher sync.WaitGroup
-	watcher.Go(func() { d.watchVersions(ctx) })
 	<-ctx.Done()
-	watcher.Wait()
 	return d.shutdown()
-}
-
-// watchVersions reads every target's /api/version each
-// global.version_check_interval. A target that answers a new version (an
-// Ollama upgrade or downgrade) is logged, and the workloads that use it and
-// have calibration.on_version_change are recalibrated.
-func (d *Daemon) watchVersions(ctx context.Context) {
-	for {
-		d.mu.Lock()
-		interval := d.cfg.Global.VersionCheckInterval
-		d.mu.Unlock()
-		if !sleep(ctx, interval) {
-			return
-		}
-		// The targets of now, not of before the sleep: a reload may have
-		// replaced some.
-		d.mu.Lock()
-		targets := make([]*target, 0, len(d.targets))
-		for _, t := range d.targets {
-			targets = append(targets, t)
-		}
-		d.mu.Unlock()
-		for _, t := range targets {
-			v, prev, err := t.probeVersion(ctx)
-			if err != nil || prev == "" || v == prev {
-				continue // down targets show in request errors; first answers are logged by the readiness probe
-			}
-			d.log.Warn("target version changed", zap.String("target", t.name), zap.String("from", prev), zap.String("to", v))
-			d.calibrateUsers(t.name)
-		}
-	}
-}
-
-// calibrateUsers requests a calibration of every workload that sends to
-// target and recalibrates on version changes.
-func (d *Daemon) calibrateUsers(target string) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for _, w := range d.workloads {
-		if !w.cfg.Calibration.OnVersionChange {
-			continue
-		}
-		for _, ar := range w.agents {
-			if slices.Contains(ar.agent.TargetNames(), target) {
-				w.requestCalibration()
-				break
-			}
-		}
-	}
 }
 
 // Calibrate requests a calibration of workload, or of every workload when
@@ -146,9 +91,15 @@ func (d *Daemon) Calibrate(workload string) error {
 	return nil
 }
 
-// shutdown stops every workload within the shutdown timeout, then the
-// simulators.
+// shutdown stops the target pollers, then every workload within the
+// shutdown timeout, then the simulators.
 func (d *Daemon) shutdown() error {
+	d.mu.Lock()
+	for _, t := range d.targets {
+		t.close()
+	}
+	d.mu.Unlock()
+	d.polling.Wait()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	sctx, cancel := context.WithTimeout(context.Background(), d.cfg.Global.ShutdownTimeout)
@@ -162,10 +113,6 @@ func (d *Daemon) shutdown() error {
 		if !w.stop(sctx) {
 			err = fmt.Errorf("workload %s did not stop within %s", name, d.cfg.Global.ShutdownTimeout)
 		}
-	}
-	d.probing.Wait()
-	for _, t := range d.targets {
-		t.close()
 	}
 	d.log.Debug("workloads stopped")
 	d.sims.closeAll(sctx)
@@ -279,7 +226,16 @@ func (d *Daemon) apply(cfg *config.Config, initial bool) error {
 		next[wc.Name] = w
 		w.start(d.ctx)
 	}
-	d.probeTargets(changedTargets)
+	for name := range changedTargets {
+		t := targets[name]
+		pctx, stop := context.WithCancel(d.ctx)
+		t.stopPolling = stop
+		retry := cfg.Global.ReadinessProbeInterval
+		d.polling.Go(func() { d.pollTarget(pctx, t, retry) })
+	}
+	for name := range d.removedTargets(old, cfg) {
+		d.sink.TargetRemoved(name)
+	}
 	return nil
 }
 
@@ -324,30 +280,18 @@ func (d *Daemon) forgetRemoved(name string, old, cfg *config.Config) {
 	}
 }
 
-// probeTargets asks each new target for its version in the background, and
-// again every readiness_probe_interval until it answers once.
-func (d *Daemon) probeTargets(names map[string]bool) {
-	interval := d.cfg.Global.ReadinessProbeInterval
-	for name := range names {
-		t := d.targets[name]
-		ctx := d.ctx
-		d.probing.Go(func() {
-			for attempt := 0; ; attempt++ {
-				v, _, err := t.probeVersion(ctx)
-				if err == nil {
-					d.log.Info("target answered", zap.String("target", t.name), zap.String("version", v))
-					return
-				}
-				if attempt == 0 {
-					d.log.Warn("target not answering yet; probing again", zap.String("target", t.name),
-						zap.Duration("interval", interval), zap.Error(err))
-				}
-				if !sleep(ctx, interval) {
-					return
-				}
-			}
-		})
+// removedTargets names the targets of old that cfg no longer has.
+func (d *Daemon) removedTargets(old, cfg *config.Config) map[string]bool {
+	gone := map[string]bool{}
+	if old == cfg {
+		return gone
 	}
+	for _, t := range old.Targets {
+		if _, ok := cfg.Target(t.Name); !ok {
+			gone[t.Name] = true
+		}
+	}
+	return gone
 }
 
 // resolve turns a target URL into the address to dial; sim://NAME becomes

@@ -35,6 +35,9 @@ type recordingSink struct {
 	active       map[string]int
 	calibrations int
 	calibrated   []observe.Calibration
+
+	polls          []observe.TargetState
+	removedTargets []string
 }
 
 func newRecordingSink() *recordingSink {
@@ -78,6 +81,16 @@ func (s *recordingSink) Calibrated(c observe.Calibration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.calibrated = append(s.calibrated, c)
+}
+func (s *recordingSink) TargetPolled(st observe.TargetState) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.polls = append(s.polls, st)
+}
+func (s *recordingSink) TargetRemoved(target string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.removedTargets = append(s.removedTargets, target)
 }
 func (s *recordingSink) Forget(workload, agent string) {
 	s.mu.Lock()

@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"net/http"
 	"net/url"
@@ -27,6 +26,8 @@ type target struct {
 	transport   *http.Transport
 	numParallel int64
 	inFlight    atomic.Int64
+
+	stopPolling context.CancelFunc
 
 	mu      sync.Mutex
 	version string // last answer of /api/version; "" until one came
@@ -68,20 +69,11 @@ func (t *target) acquire() (saturated bool) {
 
 func (t *target) release() { t.inFlight.Add(-1) }
 
-// probeVersion asks /api/version once, bounded by the connect timeout plus a
-// second for the answer. It returns the version and the one answered before
-// ("" the first time).
-func (t *target) probeVersion(ctx context.Context) (v, previous string, err error) {
-	ctx, cancel := context.WithTimeout(ctx, t.cfg.Timeouts.Connect+time.Second)
-	defer cancel()
-	v, err = t.client.Version(ctx)
-	if err != nil {
-		return "", "", fmt.Errorf("probe %s /api/version: %w", t.name, err)
-	}
+// setVersion records the version the target last answered.
+func (t *target) setVersion(v string) {
 	t.mu.Lock()
-	previous, t.version = t.version, v
+	t.version = v
 	t.mu.Unlock()
-	return v, previous, nil
 }
 
 func (t *target) answered() bool {
@@ -90,7 +82,13 @@ func (t *target) answered() bool {
 	return t.version != ""
 }
 
-func (t *target) close() { t.transport.CloseIdleConnections() }
+// close stops the target's poller and drops its idle connections.
+func (t *target) close() {
+	if t.stopPolling != nil {
+		t.stopPolling()
+	}
+	t.transport.CloseIdleConnections()
+}
 
 // headerTransport adds the target's configured headers (auth proxies) and
 // our User-Agent to every request.

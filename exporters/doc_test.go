@@ -58,6 +58,8 @@ func fullRegistry(t testing.TB) *prometheus.Registry {
 	})
 	m.RunFinished(observe.Run{Workload: testLabels.Workload, Agent: testLabels.Agent, Outcome: observe.OutcomeSuccess, Duration: time.Second, Steps: 1})
 	m.ScheduleDelay(testLabels.Workload, time.Millisecond)
+	m.TargetPolled(observe.TargetState{Target: testLabels.Target, Up: true, Version: "0.17.4",
+		Models: []observe.LoadedModel{{Name: testLabels.Model, SizeBytes: 1, VRAMBytes: 1, ContextLength: 2048, ExpiresAt: time.Now()}}})
 	m.Calibrated(observe.Calibration{Workload: testLabels.Workload, Agent: testLabels.Agent, Model: testLabels.Model,
 		OK: true, Runs: 1, Wall: time.Second, TokensPerSecond: map[string]float64{testLabels.Target: 10}, At: time.Now()})
 	m.ArrivalDropped(testLabels.Workload)

@@ -86,7 +86,8 @@ type Metrics struct {
 
 	inFlight *prometheus.GaugeVec
 
-	cal calibrationMetrics
+	cal    calibrationMetrics
+	ollama *ollamaMetrics
 
 	// perAgent are the vectors labelled by workload and agent, which Forget
 	// clears.
@@ -169,7 +170,8 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Ollama requests this daemon has in flight.",
 		}, inFlightLabels),
 
-		cal: newCalibrationMetrics(),
+		cal:    newCalibrationMetrics(),
+		ollama: newOllamaMetrics(),
 
 		recs: map[observe.Labels]*recorder{},
 	}
@@ -185,7 +187,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		m.requests, m.errors, m.generatedTokens, m.promptTokens, m.evalSeconds,
 		m.promptEvalSecs, m.loadSeconds, m.contention, m.agentRuns, m.arrivalsDropped,
 		m.ttft, m.interToken, m.duration, m.queueWait, m.runDuration, m.scheduleDelay,
-		m.inFlight}, m.cal.collectors()...)...)
+		m.inFlight}, append(m.cal.collectors(), m.ollama.collectors()...)...)...)
 	if err != nil {
 		return nil, err
 	}

@@ -30,6 +30,19 @@ const (
 	MetricAgentActive              = "chimeraforge_agent_active"
 	MetricCalibrationsTotal        = "chimeraforge_calibrations_total"
 
+	MetricOllamaUp                          = "chimeraforge_ollama_up"
+	MetricOllamaInfo                        = "chimeraforge_ollama_info"
+	MetricOllamaVersionChangesTotal         = "chimeraforge_ollama_version_changes_total"
+	MetricOllamaLoadedModels                = "chimeraforge_ollama_loaded_models"
+	MetricOllamaModelSizeBytes              = "chimeraforge_ollama_model_size_bytes"
+	MetricOllamaModelVRAMBytes              = "chimeraforge_ollama_model_vram_bytes"
+	MetricOllamaModelVRAMRatio              = "chimeraforge_ollama_model_vram_ratio"
+	MetricOllamaModelContextLength          = "chimeraforge_ollama_model_context_length"
+	MetricOllamaModelExpiryTimestampSeconds = "chimeraforge_ollama_model_expiry_timestamp_seconds"
+	MetricOllamaModelLoadsTotal             = "chimeraforge_ollama_model_loads_total"
+	MetricOllamaModelUnloadsTotal           = "chimeraforge_ollama_model_unloads_total"
+	MetricOllamaProbeDurationSeconds        = "chimeraforge_ollama_probe_duration_seconds"
+
 	MetricConfigLastReloadSuccessful              = "chimeraforge_config_last_reload_successful"
 	MetricConfigLastReloadSuccessTimestampSeconds = "chimeraforge_config_last_reload_success_timestamp_seconds"
 	MetricBuildInfo                               = "chimeraforge_build_info"
@@ -44,4 +57,5 @@ const (
 	LabelOutcome  = "outcome"
 	LabelReason   = "reason"
 	LabelKind     = "kind"
+	LabelVersion  = "version"
 )

@@ -151,6 +151,30 @@ type Sink interface {
 	// Calibrated records the end of one agent's solo calibration: its
 	// baselines (one per target it used) when ok, nothing else otherwise.
 	Calibrated(c Calibration)
+
+	// TargetPolled records one poll of a target's /api/version and /api/ps.
+	TargetPolled(s TargetState)
+	// TargetRemoved drops what was recorded about a target a reload removed.
+	TargetRemoved(target string)
+}
+
+// TargetState is one poll of an Ollama server: its version and the models
+// it has loaded (/api/ps), as the server reports them.
+type TargetState struct {
+	Target        string
+	Up            bool // both endpoints answered
+	Version       string
+	Models        []LoadedModel
+	ProbeDuration time.Duration
+}
+
+// LoadedModel is one entry of /api/ps.
+type LoadedModel struct {
+	Name          string
+	SizeBytes     int64
+	VRAMBytes     int64
+	ContextLength int
+	ExpiresAt     time.Time
 }
 
 // Calibration is the result of measuring one agent alone: its own workflow

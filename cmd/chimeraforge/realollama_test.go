@@ -1,11 +1,16 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"math"
+	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ollama/ollama/api"
 
 	"github.com/chimeraforge/chimeraforge/internal/ollamatest"
 )
@@ -221,4 +226,77 @@ func TestRealOllamaModelNotFound(t *testing.T) {
 	if all > 5 {
 		t.Errorf("%v requests in 3 s for a missing model: retry storm", all)
 	}
+}
+
+func TestRealOllamaServerState(t *testing.T) {
+	srv := ollamatest.Start(t, 1)
+	cfg := fmt.Sprintf("targets:\n  - {name: keep, url: %q, poll_interval: 300ms}\n", srv.URL()) + `agents:
+  - {name: keeper, target: keep, model: tiny, options: {num_ctx: 3072, num_predict: 8}, workflow: [{name: ask, prompt: "the river"}]}
+workloads:
+  - {name: w, duration: 2s, calibration: {at_start: false}, agents: [{agent: keeper}]}
+`
+	r := startDaemon(t, cfg, false)
+	waitFinished(t, r, 1, 30*time.Second)
+	client := api.NewClient(mustURL(t, srv.URL()), http.DefaultClient)
+	ps, err := client.ListRunning(context.Background())
+	if err != nil || len(ps.Models) != 1 {
+		t.Fatalf("/api/ps: %v, %d models", err, len(ps.Models))
+	}
+	pm := ps.Models[0]
+	t.Logf("/api/ps: %s size %d vram %d context %d", pm.Name, pm.Size, pm.SizeVRAM, pm.ContextLength)
+	sel := map[string]string{"target": "keep", "model": pm.Name}
+	want := map[string]float64{
+		"chimeraforge_ollama_model_size_bytes":     float64(pm.Size),
+		"chimeraforge_ollama_model_vram_bytes":     float64(pm.SizeVRAM),
+		"chimeraforge_ollama_model_context_length": float64(pm.ContextLength),
+		"chimeraforge_ollama_model_vram_ratio":     float64(pm.SizeVRAM) / float64(pm.Size),
+	}
+	var m metrics
+	eventually(t, 3*time.Second, "the series of /api/ps", func() bool {
+		m = r.scrape(t)
+		return m.sum("chimeraforge_ollama_model_size_bytes", sel) != 0
+	})
+	for metric, v := range want {
+		if got := m.sum(metric, sel); got != v || len(m.series(metric)) != 1 {
+			t.Errorf("%s%v = %v (%d series), /api/ps says %v", metric, sel, got, len(m.series(metric)), v)
+		}
+	}
+	if pm.ContextLength != 3072 {
+		t.Errorf("/api/ps context_length %d, want the agent's num_ctx 3072", pm.ContextLength)
+	}
+	if got := m.sum("chimeraforge_ollama_info", map[string]string{"target": "keep", "version": "0.17.4"}); got != 1 {
+		t.Errorf("chimeraforge_ollama_info{target=keep,version=0.17.4} = %v, want 1", got)
+	}
+
+	// keep_alive 0 unloads the model: its series go within one poll.
+	zero := &api.Duration{Duration: 0}
+	if err := client.Generate(context.Background(), &api.GenerateRequest{Model: pm.Name, KeepAlive: zero,
+		Options: map[string]any{"num_ctx": 3072}}, func(api.GenerateResponse) error { return nil }); err != nil {
+		t.Fatalf("unload: %v", err)
+	}
+	eventually(t, 3*time.Second, "/api/ps to be empty", func() bool {
+		ps, err := client.ListRunning(context.Background())
+		return err == nil && len(ps.Models) == 0
+	})
+	gone := time.Now()
+	eventually(t, 2*time.Second, "the unloaded model's series to go", func() bool {
+		m = r.scrape(t)
+		return len(m.series("chimeraforge_ollama_model_size_bytes")) == 0
+	})
+	t.Logf("series gone %v after /api/ps emptied (poll interval 300ms)", time.Since(gone).Round(time.Millisecond))
+	if n := m.sum("chimeraforge_ollama_model_unloads_total", map[string]string{"target": "keep"}); n != 1 {
+		t.Errorf("unloads = %v, want 1", n)
+	}
+	if n := m.sum("chimeraforge_ollama_loaded_models", map[string]string{"target": "keep"}); n != 0 {
+		t.Errorf("loaded models = %v, want 0", n)
+	}
+}
+
+func mustURL(t *testing.T, s string) *url.URL {
+	t.Helper()
+	u, err := url.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
 }
