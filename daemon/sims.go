@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -141,4 +143,48 @@ func offIfZero[T ~int64 | ~float64](v T) T {
 		return -1
 	}
 	return v
+}
+
+// SimulatedGPU is the state of one simulated GPU and of the instances that
+// run on it, for the demo's GPU collector.
+type SimulatedGPU struct {
+	Stats     ollamasim.GPUStats
+	Instances []SimulatedInstance
+}
+
+// SimulatedInstance is one simulated Ollama server on a simulated GPU.
+type SimulatedInstance struct {
+	Name      string
+	VRAMBytes int64
+}
+
+// SimulatedGPUs returns the running simulated GPUs in a stable order (by
+// name); instances without a GPU of their own name each have a private one.
+func (d *Daemon) SimulatedGPUs() []SimulatedGPU {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	byGPU := map[*ollamasim.GPU]*SimulatedGPU{}
+	var order []*ollamasim.GPU
+	names := make([]string, 0, len(d.sims.instances))
+	for name := range d.sims.instances {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		srv := d.sims.instances[name].srv
+		g := srv.GPU()
+		sg, ok := byGPU[g]
+		if !ok {
+			sg = &SimulatedGPU{Stats: g.Stats()}
+			byGPU[g] = sg
+			order = append(order, g)
+		}
+		sg.Instances = append(sg.Instances, SimulatedInstance{Name: name, VRAMBytes: srv.Stats().VRAMBytes})
+	}
+	out := make([]SimulatedGPU, 0, len(order))
+	for _, g := range order {
+		out = append(out, *byGPU[g])
+	}
+	slices.SortFunc(out, func(a, b SimulatedGPU) int { return strings.Compare(a.Stats.Name, b.Stats.Name) })
+	return out
 }

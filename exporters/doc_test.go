@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/chimeraforge/chimeraforge/exporters/gpu"
 	"github.com/chimeraforge/chimeraforge/observe"
 )
 
@@ -44,6 +45,16 @@ func fullRegistry(t testing.TB) *prometheus.Registry {
 		t.Fatal(err)
 	}
 	if err := RegisterRuntime(reg); err != nil {
+		t.Fatal(err)
+	}
+	// The GPU collector, on a simulated device with one process, so that
+	// every one of its families has a series.
+	gc := gpu.New(gpu.Simulated(func() []gpu.SimDevice {
+		return []gpu.SimDevice{{UtilizationRatio: 0.5, MemoryUsedBytes: 1 << 30, MemoryTotalBytes: 1 << 34,
+			Processes: []gpu.SimProcess{{PID: 42, MemoryBytes: 1 << 30}}}}
+	}), gpu.Options{})
+	t.Cleanup(gc.Close)
+	if err := reg.Register(gc); err != nil {
 		t.Fatal(err)
 	}
 	r.Observe(true, time.Now())

@@ -107,6 +107,8 @@ type Stats struct {
 	Running, Queued int
 	// LoadedModels is the number of models loaded now.
 	LoadedModels int
+	// VRAMBytes is the simulated GPU memory its loaded models hold now.
+	VRAMBytes int64
 }
 
 // Server is one simulated Ollama instance. Serve its Handler; call Close
@@ -290,10 +292,11 @@ func (s *Server) Handler() http.Handler { return s.mux }
 func (s *Server) Stats() Stats {
 	running, queued := s.slots.state()
 	s.mu.Lock()
-	loaded := 0
+	loaded, vram := 0, int64(0)
 	for _, m := range s.order {
 		if m.loaded {
 			loaded++
+			vram += m.vram
 		}
 	}
 	s.mu.Unlock()
@@ -314,6 +317,7 @@ func (s *Server) Stats() Stats {
 		Running:        running,
 		Queued:         queued,
 		LoadedModels:   loaded,
+		VRAMBytes:      vram,
 	}
 }
 

@@ -158,6 +158,24 @@ func TestDemoMetricsFlow(t *testing.T) {
 	if code != http.StatusOK {
 		t.Errorf("/readyz = %d, want 200", code)
 	}
+	// No NVIDIA GPU here: the demo's GPU panels read the simulated GPU,
+	// which says so in its name, and whose memory is the loaded models'.
+	m := r.scrape(t)
+	sim := map[string]string{"name": "simulated", "uuid": "GPU-simulated-0"}
+	if up := m.sum("chimeraforge_gpu_collector_up", nil); up != 1 || m.sum("chimeraforge_gpu_memory_total_bytes", sim) == 0 {
+		t.Errorf("simulated GPU: up %v, total memory %v", up, m.sum("chimeraforge_gpu_memory_total_bytes", sim))
+	}
+	var vram float64
+	for _, target := range []string{"ollama-a", "ollama-b"} {
+		v := m.sum("chimeraforge_gpu_process_memory_bytes", map[string]string{"target": target})
+		if v == 0 {
+			t.Errorf("no GPU process memory attributed to target %s", target)
+		}
+		vram += v
+	}
+	if used := m.sum("chimeraforge_gpu_memory_used_bytes", sim); used != vram {
+		t.Errorf("simulated GPU memory used %v, its processes hold %v", used, vram)
+	}
 	// The live exposition, every family populated, passes Prometheus' lint.
 	_, body := r.get(t, "/metrics")
 	promtoolCheck(t, body)

@@ -108,6 +108,11 @@ func runMain(ctx context.Context, o runOptions, stdout, stderr io.Writer) error 
 	}
 	a.reloadM.Observe(true, time.Now())
 	a.daemon = daemon.New(cfg, metrics, log)
+	gpuCollector := newGPUCollector(cfg, a.daemon, log)
+	defer gpuCollector.Close()
+	if err := a.reg.Register(gpuCollector); err != nil {
+		return fmt.Errorf("register metrics: %w", err)
+	}
 
 	ctx, a.quit = context.WithCancel(ctx)
 	defer a.quit()
