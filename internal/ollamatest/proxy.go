@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ollama/ollama/api"
 )
 
 // Totals are sums of what the server reported in the final chunks that
@@ -97,13 +99,8 @@ func (l *lineTap) Close() error { return l.rc.Close() }
 
 func (l *lineTap) record(line []byte) {
 	var c struct {
-		Done               bool          `json:"done"`
-		EvalCount          int           `json:"eval_count"`
-		PromptEvalCount    int           `json:"prompt_eval_count"`
-		EvalDuration       time.Duration `json:"eval_duration"`
-		PromptEvalDuration time.Duration `json:"prompt_eval_duration"`
-		LoadDuration       time.Duration `json:"load_duration"`
-		TotalDuration      time.Duration `json:"total_duration"`
+		Done bool `json:"done"`
+		api.Metrics
 	}
 	if json.Unmarshal(line, &c) != nil || !c.Done {
 		return
