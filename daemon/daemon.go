@@ -168,7 +168,8 @@ func (d *Daemon) apply(cfg *config.Config, initial bool) error {
 	changedTargets := map[string]bool{}
 	for _, tc := range cfg.Targets {
 		prev, ok := d.targets[tc.Name]
-		if initial || !ok || (simChanged && isSim(tc.URL)) || !reflect.DeepEqual(prev.cfg, tc) {
+		_, sim := tc.SimName()
+		if initial || !ok || (simChanged && sim) || !reflect.DeepEqual(prev.cfg, tc) {
 			changedTargets[tc.Name] = true
 		}
 	}
@@ -204,7 +205,7 @@ func (d *Daemon) apply(cfg *config.Config, initial bool) error {
 			targets[tc.Name] = d.targets[tc.Name]
 			continue
 		}
-		base, err := d.resolve(tc.URL)
+		base, err := d.resolve(&tc)
 		if err != nil {
 			return fmt.Errorf("target %s: %w", tc.Name, err)
 		}
@@ -294,26 +295,22 @@ func (d *Daemon) removedTargets(old, cfg *config.Config) map[string]bool {
 	return gone
 }
 
-// resolve turns a target URL into the address to dial; sim://NAME becomes
+// resolve turns a target's URL into the address to dial; sim://NAME becomes
 // the loopback address of the embedded simulator NAME.
-func (d *Daemon) resolve(raw string) (*url.URL, error) {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return nil, fmt.Errorf("parse url: %w", err)
-	}
-	if u.Scheme != config.SimScheme {
+func (d *Daemon) resolve(tc *config.Target) (*url.URL, error) {
+	name, sim := tc.SimName()
+	if !sim {
+		u, err := url.Parse(tc.URL)
+		if err != nil {
+			return nil, fmt.Errorf("parse url: %w", err)
+		}
 		return u, nil
 	}
-	addr, ok := d.sims.addr(u.Host)
+	addr, ok := d.sims.addr(name)
 	if !ok {
-		return nil, errors.New("no running simulator " + u.Host)
+		return nil, errors.New("no running simulator " + name)
 	}
 	return &url.URL{Scheme: "http", Host: addr}, nil
-}
-
-func isSim(raw string) bool {
-	u, err := url.Parse(raw)
-	return err == nil && u.Scheme == config.SimScheme
 }
 
 // sameWorkload reports whether workload wc runs exactly as before: same

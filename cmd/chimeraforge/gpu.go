@@ -39,8 +39,8 @@ func newGPUCollector(cfg *config.Config, d *daemon.Daemon, log *zap.Logger) *gpu
 	sim := &simulatedGPUs{daemon: d, last: map[string]busySample{}}
 	owner := map[string]string{} // simulated instance → target that points at it
 	for _, t := range cfg.Targets {
-		if u, err := url.Parse(t.URL); err == nil && u.Scheme == config.SimScheme {
-			owner[u.Host] = t.Name
+		if name, ok := t.SimName(); ok {
+			owner[name] = t.Name
 		}
 	}
 	return gpu.New(gpu.Simulated(sim.devices), gpu.Options{Logger: log, Processes: sim.processes(owner)})

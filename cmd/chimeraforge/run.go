@@ -250,7 +250,7 @@ func (a *app) routes() http.Handler {
 		}
 		_, _ = io.WriteString(w, "ready\n")
 	})
-	lifecycle := func(h func(http.ResponseWriter)) http.HandlerFunc {
+	lifecycle := func(h http.HandlerFunc) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
 			if !a.opts.enableLifecycle {
 				http.Error(w, "lifecycle endpoints are disabled; start with --web.enable-lifecycle", http.StatusForbidden)
@@ -260,28 +260,25 @@ func (a *app) routes() http.Handler {
 				http.Error(w, "use POST", http.StatusMethodNotAllowed)
 				return
 			}
-			h(w)
+			h(w, r)
 		}
 	}
-	mux.HandleFunc("/-/reload", lifecycle(func(w http.ResponseWriter) {
+	mux.HandleFunc("/-/reload", lifecycle(func(w http.ResponseWriter, _ *http.Request) {
 		if err := a.reload(); err != nil {
 			http.Error(w, "reload failed, the previous configuration keeps running:\n"+err.Error(), http.StatusInternalServerError)
 			return
 		}
 		_, _ = io.WriteString(w, "reloaded\n")
 	}))
-	mux.HandleFunc("/-/calibrate", func(w http.ResponseWriter, r *http.Request) {
-		lifecycle(func(w http.ResponseWriter) {
-			workload := r.URL.Query().Get("workload")
-			if err := a.daemon.Calibrate(workload); err != nil {
-				http.Error(w, "calibrate: "+err.Error(), http.StatusNotFound)
-				return
-			}
-			w.WriteHeader(http.StatusAccepted)
-			_, _ = io.WriteString(w, "calibration requested; chimeraforge_calibrating shows it running\n")
-		})(w, r)
-	})
-	mux.HandleFunc("/-/quit", lifecycle(func(w http.ResponseWriter) {
+	mux.HandleFunc("/-/calibrate", lifecycle(func(w http.ResponseWriter, r *http.Request) {
+		if err := a.daemon.Calibrate(r.URL.Query().Get("workload")); err != nil {
+			http.Error(w, "calibrate: "+err.Error(), http.StatusNotFound)
+			return
+		}
+		w.WriteHeader(http.StatusAccepted)
+		_, _ = io.WriteString(w, "calibration requested; chimeraforge_calibrating shows it running\n")
+	}))
+	mux.HandleFunc("/-/quit", lifecycle(func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = io.WriteString(w, "stopping\n")
 		a.quit()
 	}))
