@@ -22,15 +22,15 @@ const (
 )
 
 // agentRunner runs one agent of one workload: it owns the targets the agent
-// may use, one recorder per target, and the balancing state shared by the
-// agent's replicas.
+// may use, one recorder per target and workflow step, and the balancing
+// state shared by the agent's replicas.
 type agentRunner struct {
 	workload   string
 	agent      *config.Agent
 	opts       map[string]any
 	targets    []*target
-	recs       []observe.Recorder
-	seen       []atomic.Bool // per target: the agent already sent a request there
+	recs       [][]stepRecorder // [target][step], parallel to targets and agent.Workflow
+	seen       []atomic.Bool    // per target: the agent already sent a request there
 	rr         atomic.Uint64
 	tally      atomic.Pointer[tokenTally] // set while calibrating
 	sink       observe.Sink
@@ -41,20 +41,33 @@ type agentRunner struct {
 	failing bool // the last run failed; logs only on a change
 }
 
+// stepRecorder is where the calls of one workflow step on one target are
+// recorded, with the labels their observations carry.
+type stepRecorder struct {
+	labels observe.Labels
+	rec    observe.Recorder
+}
+
 func newAgentRunner(workload string, a *config.Agent, targets []*target, sink observe.Sink, log *zap.Logger, th thresholds) *agentRunner {
 	ar := &agentRunner{
 		workload:   workload,
 		agent:      a,
 		opts:       a.Options.Map(),
 		targets:    targets,
-		recs:       make([]observe.Recorder, len(targets)),
+		recs:       make([][]stepRecorder, len(targets)),
 		seen:       make([]atomic.Bool, len(targets)),
 		sink:       sink,
 		log:        log.With(zap.String("workload", workload), zap.String("agent", a.Name)),
 		thresholds: th,
 	}
+	// Every series of every (target, step) exists from the start, and no
+	// call looks a recorder up.
 	for i, t := range targets {
-		ar.recs[i] = sink.Recorder(observe.Labels{Workload: workload, Agent: a.Name, Target: t.name, Model: a.Model})
+		ar.recs[i] = make([]stepRecorder, len(a.Workflow))
+		for j := range a.Workflow {
+			l := observe.Labels{Workload: workload, Agent: a.Name, Target: t.name, Model: a.Model, Step: a.Workflow[j].Name}
+			ar.recs[i][j] = stepRecorder{labels: l, rec: sink.Recorder(l)}
+		}
 	}
 	return ar
 }
@@ -104,16 +117,14 @@ func (ar *agentRunner) runOnce(ctx context.Context, replica int, runNo uint64) b
 		}
 		ti := ar.pick()
 		spec := newCallSpec(a, ar.opts, step.System, prompt, history)
-		obs := observe.Request{
-			Labels: observe.Labels{Workload: ar.workload, Agent: a.Name, Target: ar.targets[ti].name, Model: a.Model},
-			Step:   step.Name,
-		}
+		sr := &ar.recs[ti][i]
+		obs := observe.Request{Labels: sr.labels}
 		first := !ar.seen[ti].Swap(true)
-		out, err := call(ctx, ar.targets[ti], spec, ar.recs[ti], &obs, ar.thresholds, first)
+		out, err := call(ctx, ar.targets[ti], spec, sr.rec, &obs, ar.thresholds, first)
 		if obs.Outcome != observe.OutcomeSuccess {
 			run.Outcome = obs.Outcome
 			if obs.Outcome == observe.OutcomeError {
-				ar.noteFailure(step.Name, ar.targets[ti].name, obs.Reason, err)
+				ar.noteFailure(obs.Labels, obs.Reason, err)
 			}
 			break
 		}
@@ -142,7 +153,7 @@ func (ar *agentRunner) runOnce(ctx context.Context, replica int, runNo uint64) b
 
 // noteFailure logs the first failure after a success at warn level and the
 // rest at debug, so a target that is down costs one line, not one per run.
-func (ar *agentRunner) noteFailure(step, target string, reason observe.Reason, err error) {
+func (ar *agentRunner) noteFailure(l observe.Labels, reason observe.Reason, err error) {
 	ar.mu.Lock()
 	was := ar.failing
 	ar.failing = true
@@ -151,7 +162,7 @@ func (ar *agentRunner) noteFailure(step, target string, reason observe.Reason, e
 	if was {
 		lvl = zap.DebugLevel
 	}
-	ar.log.Log(lvl, "agent run failing", zap.String("step", step), zap.String("target", target),
+	ar.log.Log(lvl, "agent run failing", zap.String("step", l.Step), zap.String("target", l.Target),
 		zap.String("reason", string(reason)), zap.Error(err))
 }
 

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"sync"
 	"testing"
@@ -22,15 +23,17 @@ func TestMain(m *testing.M) {
 
 // recordingSink keeps every observation, for exact assertions.
 type recordingSink struct {
-	mu        sync.Mutex
-	started   map[observe.Labels]int
-	saturated map[observe.Labels]int
-	gaps      int
-	requests  []observe.Request
-	runs      []observe.Run
-	delays    []time.Duration
-	dropped   int
-	forgotten []string
+	mu         sync.Mutex
+	recorders  map[observe.Labels]int // Recorder calls by label set
+	started    map[observe.Labels]int
+	saturated  map[observe.Labels]int
+	gaps       int
+	requests   []observe.Request
+	mislabeled int // requests whose labels are not their recorder's
+	runs       []observe.Run
+	delays     []time.Duration
+	dropped    int
+	forgotten  []string
 
 	active       map[string]int
 	calibrations int
@@ -41,7 +44,8 @@ type recordingSink struct {
 }
 
 func newRecordingSink() *recordingSink {
-	return &recordingSink{started: map[observe.Labels]int{}, saturated: map[observe.Labels]int{}, active: map[string]int{}}
+	return &recordingSink{recorders: map[observe.Labels]int{}, started: map[observe.Labels]int{},
+		saturated: map[observe.Labels]int{}, active: map[string]int{}}
 }
 
 type sinkRecorder struct {
@@ -49,7 +53,12 @@ type sinkRecorder struct {
 	l observe.Labels
 }
 
-func (s *recordingSink) Recorder(l observe.Labels) observe.Recorder { return sinkRecorder{s, l} }
+func (s *recordingSink) Recorder(l observe.Labels) observe.Recorder {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.recorders[l]++
+	return sinkRecorder{s, l}
+}
 func (s *recordingSink) RunFinished(r observe.Run) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -114,6 +123,9 @@ func (r sinkRecorder) Finished(q *observe.Request) {
 	r.s.mu.Lock()
 	defer r.s.mu.Unlock()
 	r.s.requests = append(r.s.requests, *q)
+	if q.Labels != r.l {
+		r.s.mislabeled++
+	}
 }
 
 // snapshot returns copies of what was recorded so far.
@@ -339,6 +351,79 @@ func TestBalancing(t *testing.T) {
 	lf.targets[1].inFlight.Store(5)
 	if i := lf.pick(); i != 0 {
 		t.Errorf("least_in_flight picked %d, want 0", i)
+	}
+}
+
+// TestStepsAreRecordedSeparately runs the demo's two-step workflow
+// (analysis, then report) on two targets: the daemon asks for one recorder
+// per (target, step) when it starts the agent, never per request, and
+// records every call under its own step.
+func TestStepsAreRecordedSeparately(t *testing.T) {
+	cfg := mustConfig(t, fmt.Sprintf(simBase, 400, 4, 0, "1s", 2, "10s", "10s")+`
+  - {name: s2, url: sim://s, num_parallel: 2}
+agents:
+  - name: a
+    targets: [s, s2]
+    model: sim-tiny
+    options: {num_predict: 8}
+    workflow:
+      - {name: analysis, prompt: "List the risks."}
+      - {name: report, prompt: "Summarise: {{.Previous}}"}
+workloads:
+  - {name: w, duration: 800ms, agents: [{agent: a, replicas: 2}], calibration: {at_start: false}}
+`)
+	sink := newRecordingSink()
+	// The workload ends after 800 ms; its last runs finish, none is canceled.
+	runFor(t, cfg, sink, 2*time.Second)
+	reqs, runs, _, _ := sink.snapshot()
+	sink.mu.Lock()
+	recorders, started, mislabeled := sink.recorders, sink.started, sink.mislabeled
+	sink.mu.Unlock()
+
+	want := map[observe.Labels]int{}
+	for _, target := range []string{"s", "s2"} {
+		for _, step := range []string{"analysis", "report"} {
+			want[observe.Labels{Workload: "w", Agent: "a", Target: target, Model: "sim-tiny", Step: step}] = 1
+		}
+	}
+	if !maps.Equal(recorders, want) {
+		t.Errorf("recorders asked for: %v\nwant one per (target, step): %v", recorders, want)
+	}
+	if mislabeled != 0 {
+		t.Errorf("%d requests recorded with labels other than their recorder's", mislabeled)
+	}
+
+	byStep := map[string]int{}
+	for _, r := range reqs {
+		if r.Outcome != observe.OutcomeSuccess {
+			t.Errorf("request %+v did not succeed", r.Labels)
+		}
+		byStep[r.Step]++
+	}
+	succeeded := 0
+	for _, r := range runs {
+		if r.Outcome == observe.OutcomeSuccess && r.Steps == 2 {
+			succeeded++
+		}
+	}
+	t.Logf("%d runs, requests by step %v", len(runs), byStep)
+	if succeeded == 0 || succeeded != len(runs) {
+		t.Fatalf("%d of %d runs completed both steps, want all, > 0", succeeded, len(runs))
+	}
+	// Every run sent one request per step: the steps are counted apart and
+	// add up to every request.
+	if byStep["analysis"] != succeeded || byStep["report"] != succeeded || len(byStep) != 2 {
+		t.Errorf("requests by step %v, want analysis and report %d each", byStep, succeeded)
+	}
+	if byStep["analysis"]+byStep["report"] != len(reqs) {
+		t.Errorf("requests by step %v do not add up to %d requests", byStep, len(reqs))
+	}
+	nStarted := 0
+	for _, n := range started {
+		nStarted += n
+	}
+	if nStarted != len(reqs) {
+		t.Errorf("%d requests started, %d finished", nStarted, len(reqs))
 	}
 }
 

@@ -61,7 +61,7 @@ func BenchmarkStreamToMetrics(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	labels := observe.Labels{Workload: "w", Agent: "a", Target: "bench", Model: "sim-tiny"}
+	labels := observe.Labels{Workload: "w", Agent: "a", Target: "bench", Model: "sim-tiny", Step: "ask"}
 	rec := m.Recorder(labels)
 	a := &config.Agent{Name: "a", Model: "sim-tiny", API: config.APIChat}
 	spec := newCallSpec(a, nil, "", "hello", nil)
@@ -91,7 +91,7 @@ func BenchmarkOnChunk(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	rec := m.Recorder(observe.Labels{Workload: "w", Agent: "a", Target: "t", Model: "m"})
+	rec := m.Recorder(observe.Labels{Workload: "w", Agent: "a", Target: "t", Model: "m", Step: "ask"})
 	timer := time.AfterFunc(time.Hour, func() {})
 	defer timer.Stop()
 	var phase atomic.Int32

@@ -21,7 +21,7 @@ func newCalibrationMetrics() calibrationMetrics {
 		baseline: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: MetricBaselineTokensPerSecond,
 			Help: "Solo baseline: generated tokens per wall-clock second of the agent's own workflow loop, one replica, the other agents of its workload paused.",
-		}, requestLabels),
+		}, baselineLabels),
 		baselineTime: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: MetricBaselineTimestampSeconds,
 			Help: "When the agent's current solo baseline was measured, in seconds since the Unix epoch.",

@@ -9,7 +9,7 @@ import (
 	"github.com/chimeraforge/chimeraforge/observe"
 )
 
-var testLabels = observe.Labels{Workload: "chat", Agent: "planner", Target: "gpu0", Model: "llama3.2:1b"}
+var testLabels = observe.Labels{Workload: "chat", Agent: "planner", Target: "gpu0", Model: "llama3.2:1b", Step: "outline"}
 
 // newTestMetrics returns Metrics registered with a fresh pedantic registry.
 func newTestMetrics(t testing.TB) (*Metrics, *prometheus.Registry) {
@@ -67,7 +67,7 @@ func histogram(t testing.TB, reg prometheus.Gatherer, name string, want map[stri
 
 // requestLabelMap is l as Prometheus labels.
 func requestLabelMap(l observe.Labels) map[string]string {
-	return map[string]string{LabelWorkload: l.Workload, LabelAgent: l.Agent, LabelTarget: l.Target, LabelModel: l.Model}
+	return map[string]string{LabelWorkload: l.Workload, LabelAgent: l.Agent, LabelTarget: l.Target, LabelModel: l.Model, LabelStep: l.Step}
 }
 
 // seriesOf counts the series in reg with the labels of want, over all families.

@@ -51,12 +51,16 @@ func histogramOpts(name, help string, buckets []float64) prometheus.HistogramOpt
 	}
 }
 
+// Label names of each family. Every series a recorder owns carries the
+// workflow step; the in-flight gauge is shared by the steps (and models) of
+// an agent on a target, and baselines are per target and model.
 var (
-	requestLabels    = []string{LabelWorkload, LabelAgent, LabelTarget, LabelModel}
-	outcomeLabels    = []string{LabelWorkload, LabelAgent, LabelTarget, LabelModel, LabelOutcome}
-	reasonLabels     = []string{LabelWorkload, LabelAgent, LabelTarget, LabelModel, LabelReason}
-	contentionLabels = []string{LabelWorkload, LabelAgent, LabelTarget, LabelKind}
+	requestLabels    = []string{LabelWorkload, LabelAgent, LabelTarget, LabelModel, LabelStep}
+	outcomeLabels    = []string{LabelWorkload, LabelAgent, LabelTarget, LabelModel, LabelStep, LabelOutcome}
+	reasonLabels     = []string{LabelWorkload, LabelAgent, LabelTarget, LabelModel, LabelStep, LabelReason}
+	contentionLabels = []string{LabelWorkload, LabelAgent, LabelTarget, LabelStep, LabelKind}
 	inFlightLabels   = []string{LabelWorkload, LabelAgent, LabelTarget}
+	baselineLabels   = []string{LabelWorkload, LabelAgent, LabelTarget, LabelModel}
 	runLabels        = []string{LabelWorkload, LabelAgent, LabelOutcome}
 	agentLabels      = []string{LabelWorkload, LabelAgent}
 	workloadLabels   = []string{LabelWorkload}
@@ -230,7 +234,8 @@ func describe(c prometheus.Collector) string {
 // Recorder returns the recorder of one label set. Its series, for every
 // outcome, reason and contention kind, exist at 0 from this call on, so that
 // rate() works from the first scrape. Calls with equal labels return the
-// same recorder.
+// same recorder. Recorders that differ only in model or step share their
+// in-flight gauge.
 func (m *Metrics) Recorder(l observe.Labels) observe.Recorder {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -243,29 +248,29 @@ func (m *Metrics) Recorder(l observe.Labels) observe.Recorder {
 }
 
 func (m *Metrics) newRecorder(l observe.Labels) *recorder {
-	w, a, t, mo := l.Workload, l.Agent, l.Target, l.Model
+	w, a, t, mo, st := l.Workload, l.Agent, l.Target, l.Model, l.Step
 	r := &recorder{
 		inFlight:       m.inFlight.WithLabelValues(w, a, t),
-		success:        m.requests.WithLabelValues(w, a, t, mo, string(observe.OutcomeSuccess)),
-		failed:         m.requests.WithLabelValues(w, a, t, mo, string(observe.OutcomeError)),
-		canceled:       m.requests.WithLabelValues(w, a, t, mo, string(observe.OutcomeCanceled)),
+		success:        m.requests.WithLabelValues(w, a, t, mo, st, string(observe.OutcomeSuccess)),
+		failed:         m.requests.WithLabelValues(w, a, t, mo, st, string(observe.OutcomeError)),
+		canceled:       m.requests.WithLabelValues(w, a, t, mo, st, string(observe.OutcomeCanceled)),
 		errs:           make(map[observe.Reason]prometheus.Counter, len(observe.Reasons)),
-		generated:      m.generatedTokens.WithLabelValues(w, a, t, mo),
-		prompt:         m.promptTokens.WithLabelValues(w, a, t, mo),
-		evalSeconds:    m.evalSeconds.WithLabelValues(w, a, t, mo),
-		promptEvalSecs: m.promptEvalSecs.WithLabelValues(w, a, t, mo),
-		loadSeconds:    m.loadSeconds.WithLabelValues(w, a, t, mo),
-		ttft:           m.ttft.WithLabelValues(w, a, t, mo),
-		interToken:     m.interToken.WithLabelValues(w, a, t, mo),
-		duration:       m.duration.WithLabelValues(w, a, t, mo),
-		queueWait:      m.queueWait.WithLabelValues(w, a, t, mo),
-		saturation:     m.contention.WithLabelValues(w, a, t, string(observe.ContentionSlotSaturation)),
-		rejected:       m.contention.WithLabelValues(w, a, t, string(observe.ContentionQueueRejected)),
-		reload:         m.contention.WithLabelValues(w, a, t, string(observe.ContentionModelReload)),
-		waited:         m.contention.WithLabelValues(w, a, t, string(observe.ContentionQueueWait)),
+		generated:      m.generatedTokens.WithLabelValues(w, a, t, mo, st),
+		prompt:         m.promptTokens.WithLabelValues(w, a, t, mo, st),
+		evalSeconds:    m.evalSeconds.WithLabelValues(w, a, t, mo, st),
+		promptEvalSecs: m.promptEvalSecs.WithLabelValues(w, a, t, mo, st),
+		loadSeconds:    m.loadSeconds.WithLabelValues(w, a, t, mo, st),
+		ttft:           m.ttft.WithLabelValues(w, a, t, mo, st),
+		interToken:     m.interToken.WithLabelValues(w, a, t, mo, st),
+		duration:       m.duration.WithLabelValues(w, a, t, mo, st),
+		queueWait:      m.queueWait.WithLabelValues(w, a, t, mo, st),
+		saturation:     m.contention.WithLabelValues(w, a, t, st, string(observe.ContentionSlotSaturation)),
+		rejected:       m.contention.WithLabelValues(w, a, t, st, string(observe.ContentionQueueRejected)),
+		reload:         m.contention.WithLabelValues(w, a, t, st, string(observe.ContentionModelReload)),
+		waited:         m.contention.WithLabelValues(w, a, t, st, string(observe.ContentionQueueWait)),
 	}
 	for _, reason := range observe.Reasons {
-		r.errs[reason] = m.errors.WithLabelValues(w, a, t, mo, string(reason))
+		r.errs[reason] = m.errors.WithLabelValues(w, a, t, mo, st, string(reason))
 	}
 	// The run and arrival series of the agent and workload start at 0 too.
 	for _, o := range []observe.Outcome{observe.OutcomeSuccess, observe.OutcomeError, observe.OutcomeCanceled} {

@@ -199,7 +199,7 @@ func TestFinishedArithmetic(t *testing.T) {
 
 func checkRequests(t *testing.T, m *Metrics, reg prometheus.Gatherer, l observe.Labels, want requestWant) {
 	t.Helper()
-	w, a, tg, mo := l.Workload, l.Agent, l.Target, l.Model
+	w, a, tg, mo, st := l.Workload, l.Agent, l.Target, l.Model, l.Step
 	check := func(what string, c prometheus.Collector, want float64) {
 		t.Helper()
 		if got := testutil.ToFloat64(c); got != want {
@@ -208,27 +208,27 @@ func checkRequests(t *testing.T, m *Metrics, reg prometheus.Gatherer, l observe.
 	}
 	var failed float64
 	for _, o := range allOutcomes {
-		check(fmt.Sprintf("requests{outcome=%q}", o), m.requests.WithLabelValues(w, a, tg, mo, string(o)), want.outcomes[o])
+		check(fmt.Sprintf("requests{outcome=%q}", o), m.requests.WithLabelValues(w, a, tg, mo, st, string(o)), want.outcomes[o])
 		if o != observe.OutcomeSuccess {
 			failed += want.outcomes[o]
 		}
 	}
 	var reasons float64
 	for _, r := range observe.Reasons {
-		check(fmt.Sprintf("errors{reason=%q}", r), m.errors.WithLabelValues(w, a, tg, mo, string(r)), want.reasons[r])
+		check(fmt.Sprintf("errors{reason=%q}", r), m.errors.WithLabelValues(w, a, tg, mo, st, string(r)), want.reasons[r])
 		reasons += want.reasons[r]
 	}
 	if reasons != failed {
 		t.Errorf("test table: reasons sum to %v, non-success outcomes to %v", reasons, failed)
 	}
 	for _, k := range observe.Contentions {
-		check(fmt.Sprintf("contention{kind=%q}", k), m.contention.WithLabelValues(w, a, tg, string(k)), want.contention[k])
+		check(fmt.Sprintf("contention{kind=%q}", k), m.contention.WithLabelValues(w, a, tg, st, string(k)), want.contention[k])
 	}
-	check("generated tokens", m.generatedTokens.WithLabelValues(w, a, tg, mo), want.generated)
-	check("prompt tokens", m.promptTokens.WithLabelValues(w, a, tg, mo), want.prompt)
-	check("eval seconds", m.evalSeconds.WithLabelValues(w, a, tg, mo), want.evalSecs)
-	check("prompt eval seconds", m.promptEvalSecs.WithLabelValues(w, a, tg, mo), want.promptEvalSecs)
-	check("load seconds", m.loadSeconds.WithLabelValues(w, a, tg, mo), want.loadSecs)
+	check("generated tokens", m.generatedTokens.WithLabelValues(w, a, tg, mo, st), want.generated)
+	check("prompt tokens", m.promptTokens.WithLabelValues(w, a, tg, mo, st), want.prompt)
+	check("eval seconds", m.evalSeconds.WithLabelValues(w, a, tg, mo, st), want.evalSecs)
+	check("prompt eval seconds", m.promptEvalSecs.WithLabelValues(w, a, tg, mo, st), want.promptEvalSecs)
+	check("load seconds", m.loadSeconds.WithLabelValues(w, a, tg, mo, st), want.loadSecs)
 	check("in flight", m.inFlight.WithLabelValues(w, a, tg), 0)
 
 	for _, h := range []struct {
@@ -267,6 +267,87 @@ func TestTokenGap(t *testing.T) {
 	}
 }
 
+// TestStepsHaveTheirOwnSeries: the steps of one agent on one target, with
+// very different answers, are told apart in every per-request family, and
+// their series add up to the agent's.
+func TestStepsHaveTheirOwnSeries(t *testing.T) {
+	const ms = time.Millisecond
+	m, reg := newTestMetrics(t)
+	outline := testLabels
+	draft := testLabels
+	draft.Step = "draft"
+	recOutline, recDraft := m.Recorder(outline), m.Recorder(draft)
+
+	// outline: 3 short answers of 5 chunks (4 gaps each), TTFT 250ms.
+	for range 3 {
+		recOutline.Started(false)
+		for range 4 {
+			recOutline.TokenGap(125 * ms)
+		}
+		recOutline.Finished(&observe.Request{Labels: outline, Outcome: observe.OutcomeSuccess, Duration: time.Second,
+			FirstToken: true, TimeToFirst: 250 * ms, QueueWait: 125 * ms, Done: true, EvalCount: 5, PromptEvalCount: 16})
+	}
+	// draft: a long prompt (TTFT 2s), one answer of 3 chunks, then a timeout.
+	recDraft.Started(true)
+	recDraft.TokenGap(500 * ms)
+	recDraft.TokenGap(500 * ms)
+	recDraft.Finished(&observe.Request{Labels: draft, Outcome: observe.OutcomeSuccess, Duration: 4 * time.Second,
+		FirstToken: true, TimeToFirst: 2 * time.Second, QueueWait: 0, Done: true, EvalCount: 3, PromptEvalCount: 1024})
+	recDraft.Started(false)
+	recDraft.Finished(&observe.Request{Labels: draft, Outcome: observe.OutcomeError, Reason: observe.ReasonFirstTokenTimeout, Duration: 8 * time.Second})
+
+	checkRequests(t, m, reg, outline, requestWant{
+		outcomes:  map[observe.Outcome]float64{observe.OutcomeSuccess: 3},
+		generated: 15, prompt: 48,
+		ttft: histWant{3, 0.75}, queueWait: histWant{3, 0.375}, duration: histWant{3, 3},
+	})
+	checkRequests(t, m, reg, draft, requestWant{
+		outcomes:   map[observe.Outcome]float64{observe.OutcomeSuccess: 1, observe.OutcomeError: 1},
+		reasons:    map[observe.Reason]float64{observe.ReasonFirstTokenTimeout: 1},
+		contention: map[observe.Contention]float64{observe.ContentionSlotSaturation: 1},
+		generated:  3, prompt: 1024,
+		ttft: histWant{1, 2}, queueWait: histWant{1, 0}, duration: histWant{2, 12},
+	})
+	for _, c := range []struct {
+		l    observe.Labels
+		want histWant
+	}{{outline, histWant{12, 1.5}}, {draft, histWant{2, 1}}} {
+		h := histogram(t, reg, MetricInterTokenLatencySeconds, requestLabelMap(c.l))
+		if h.GetSampleCount() != c.want.count || h.GetSampleSum() != c.want.sum {
+			t.Errorf("inter-token{step=%q}: count %d sum %v, want count %d sum %v",
+				c.l.Step, h.GetSampleCount(), h.GetSampleSum(), c.want.count, c.want.sum)
+		}
+	}
+
+	// Exactly one TTFT series per step, and summed over the steps they are
+	// the agent's: 4 successful requests, 5 in all.
+	agent := map[string]string{LabelWorkload: testLabels.Workload, LabelAgent: testLabels.Agent, LabelTarget: testLabels.Target}
+	var ttftCount uint64
+	steps := map[string]bool{}
+	for _, s := range gatherFamily(t, reg, MetricTimeToFirstTokenSeconds).GetMetric() {
+		if labelsMatch(s, agent) {
+			ttftCount += s.GetHistogram().GetSampleCount()
+			for _, lp := range s.GetLabel() {
+				if lp.GetName() == LabelStep {
+					steps[lp.GetValue()] = true
+				}
+			}
+		}
+	}
+	if len(steps) != 2 || !steps[outline.Step] || !steps[draft.Step] || ttftCount != 4 {
+		t.Errorf("TTFT series of the agent: steps %v, count %d; want %q and %q, count 4", steps, ttftCount, outline.Step, draft.Step)
+	}
+	var requests float64
+	for _, s := range gatherFamily(t, reg, MetricRequestsTotal).GetMetric() {
+		if labelsMatch(s, agent) {
+			requests += s.GetCounter().GetValue()
+		}
+	}
+	if requests != 5 {
+		t.Errorf("requests of the agent summed over steps = %v, want 5", requests)
+	}
+}
+
 func TestNoAllocations(t *testing.T) {
 	m, _ := newTestMetrics(t)
 	rec := m.Recorder(testLabels)
@@ -297,26 +378,33 @@ func TestNoAllocations(t *testing.T) {
 
 func TestRecorderPrecreatesZeroSeries(t *testing.T) {
 	m, reg := newTestMetrics(t)
+	// Two steps of one agent on one target, as the daemon asks for them:
+	// the recorder's series are per step, the in-flight gauge and the run
+	// and arrival series are not.
+	const steps = 2
+	second := testLabels
+	second.Step = "draft"
 	m.Recorder(testLabels)
+	m.Recorder(second)
 	tests := []struct {
 		name string
 		n    int
 	}{
-		{MetricRequestsTotal, len(allOutcomes)},
-		{MetricRequestErrorsTotal, len(observe.Reasons)},
-		{MetricContentionEventsTotal, len(observe.Contentions)},
-		{MetricGeneratedTokensTotal, 1},
-		{MetricPromptTokensTotal, 1},
-		{MetricEvalDurationSecondsTotal, 1},
-		{MetricPromptEvalDurationSecondsTotal, 1},
-		{MetricLoadDurationSecondsTotal, 1},
+		{MetricRequestsTotal, steps * len(allOutcomes)},
+		{MetricRequestErrorsTotal, steps * len(observe.Reasons)},
+		{MetricContentionEventsTotal, steps * len(observe.Contentions)},
+		{MetricGeneratedTokensTotal, steps},
+		{MetricPromptTokensTotal, steps},
+		{MetricEvalDurationSecondsTotal, steps},
+		{MetricPromptEvalDurationSecondsTotal, steps},
+		{MetricLoadDurationSecondsTotal, steps},
 		{MetricAgentRunsTotal, len(allOutcomes)},
 		{MetricArrivalsDroppedTotal, 1},
 		{MetricRequestsInFlight, 1},
-		{MetricTimeToFirstTokenSeconds, 1},
-		{MetricInterTokenLatencySeconds, 1},
-		{MetricRequestDurationSeconds, 1},
-		{MetricQueueWaitSeconds, 1},
+		{MetricTimeToFirstTokenSeconds, steps},
+		{MetricInterTokenLatencySeconds, steps},
+		{MetricRequestDurationSeconds, steps},
+		{MetricQueueWaitSeconds, steps},
 		{MetricAgentRunDurationSeconds, 0},
 		{MetricScheduleDelaySeconds, 0},
 	}
@@ -333,6 +421,17 @@ func TestRecorderPrecreatesZeroSeries(t *testing.T) {
 			v := s.GetCounter().GetValue() + s.GetGauge().GetValue() + float64(s.GetHistogram().GetSampleCount())
 			if v != 0 {
 				t.Errorf("%s %v = %v, want 0", tt.name, s.GetLabel(), v)
+			}
+		}
+	}
+	// Both steps of every family a recorder owns, by name.
+	for _, name := range []string{
+		MetricRequestsTotal, MetricRequestErrorsTotal, MetricContentionEventsTotal, MetricGeneratedTokensTotal,
+		MetricTimeToFirstTokenSeconds, MetricInterTokenLatencySeconds, MetricRequestDurationSeconds, MetricQueueWaitSeconds,
+	} {
+		for _, step := range []string{testLabels.Step, second.Step} {
+			if !hasLabel(gatherFamily(t, reg, name).GetMetric(), LabelStep, step) {
+				t.Errorf("no %s{step=%q}", name, step)
 			}
 		}
 	}
@@ -360,11 +459,16 @@ func TestRecorderIsCachedPerLabels(t *testing.T) {
 	if m.Recorder(other) == r1 {
 		t.Error("Recorder returned the same recorder for different targets")
 	}
+	otherStep := testLabels
+	otherStep.Step = "draft"
+	if m.Recorder(otherStep) == r1 {
+		t.Error("Recorder returned the same recorder for different steps")
+	}
 	ok := &observe.Request{Outcome: observe.OutcomeSuccess, Done: true}
 	r1.Finished(ok)
 	r2.Finished(ok)
-	w, a, tg, mo := testLabels.Workload, testLabels.Agent, testLabels.Target, testLabels.Model
-	if got := testutil.ToFloat64(m.requests.WithLabelValues(w, a, tg, mo, "success")); got != 2 {
+	w, a, tg, mo, st := testLabels.Workload, testLabels.Agent, testLabels.Target, testLabels.Model, testLabels.Step
+	if got := testutil.ToFloat64(m.requests.WithLabelValues(w, a, tg, mo, st, "success")); got != 2 {
 		t.Errorf("requests{success} = %v, want 2", got)
 	}
 }
@@ -372,23 +476,32 @@ func TestRecorderIsCachedPerLabels(t *testing.T) {
 func TestInFlightAndSaturation(t *testing.T) {
 	m, _ := newTestMetrics(t)
 	rec := m.Recorder(testLabels)
+	// Another model or another step of the agent on the same target shares
+	// the in-flight gauge; slot_saturation is counted by step.
 	sameTarget := testLabels
-	sameTarget.Model = "qwen3:0.6b" // another model of the agent on the same target shares the gauge
+	sameTarget.Model = "qwen3:0.6b"
 	rec2 := m.Recorder(sameTarget)
-	inFlight := m.inFlight.WithLabelValues(testLabels.Workload, testLabels.Agent, testLabels.Target)
-	saturation := m.contention.WithLabelValues(testLabels.Workload, testLabels.Agent, testLabels.Target, string(observe.ContentionSlotSaturation))
+	otherStep := testLabels
+	otherStep.Step = "draft"
+	rec3 := m.Recorder(otherStep)
+	w, a, tg := testLabels.Workload, testLabels.Agent, testLabels.Target
+	inFlight := m.inFlight.WithLabelValues(w, a, tg)
+	saturation := m.contention.WithLabelValues(w, a, tg, testLabels.Step, string(observe.ContentionSlotSaturation))
+	saturation3 := m.contention.WithLabelValues(w, a, tg, otherStep.Step, string(observe.ContentionSlotSaturation))
 	done := &observe.Request{Outcome: observe.OutcomeSuccess}
 	steps := []struct {
-		name           string
-		do             func()
-		inFlight, satu float64
+		name                  string
+		do                    func()
+		inFlight, satu, satu3 float64
 	}{
-		{"start", func() { rec.Started(false) }, 1, 0},
-		{"start saturated", func() { rec.Started(true) }, 2, 1},
-		{"start other model saturated", func() { rec2.Started(true) }, 3, 2},
-		{"finish", func() { rec.Finished(done) }, 2, 2},
-		{"finish other model", func() { rec2.Finished(done) }, 1, 2},
-		{"finish last", func() { rec.Finished(done) }, 0, 2},
+		{"start", func() { rec.Started(false) }, 1, 0, 0},
+		{"start saturated", func() { rec.Started(true) }, 2, 1, 0},
+		{"start other model saturated", func() { rec2.Started(true) }, 3, 2, 0},
+		{"start other step saturated", func() { rec3.Started(true) }, 4, 2, 1},
+		{"finish", func() { rec.Finished(done) }, 3, 2, 1},
+		{"finish other step", func() { rec3.Finished(done) }, 2, 2, 1},
+		{"finish other model", func() { rec2.Finished(done) }, 1, 2, 1},
+		{"finish last", func() { rec.Finished(done) }, 0, 2, 1},
 	}
 	for _, s := range steps {
 		s.do()
@@ -396,7 +509,10 @@ func TestInFlightAndSaturation(t *testing.T) {
 			t.Errorf("after %s: in flight %v, want %v", s.name, got, s.inFlight)
 		}
 		if got := testutil.ToFloat64(saturation); got != s.satu {
-			t.Errorf("after %s: slot_saturation %v, want %v", s.name, got, s.satu)
+			t.Errorf("after %s: slot_saturation{step=%q} %v, want %v", s.name, testLabels.Step, got, s.satu)
+		}
+		if got := testutil.ToFloat64(saturation3); got != s.satu3 {
+			t.Errorf("after %s: slot_saturation{step=%q} %v, want %v", s.name, otherStep.Step, got, s.satu3)
 		}
 	}
 }
@@ -429,11 +545,12 @@ func TestRunsAndArrivals(t *testing.T) {
 
 func TestForget(t *testing.T) {
 	m, reg := newTestMetrics(t)
-	gone := observe.Labels{Workload: "chat", Agent: "planner", Target: "gpu0", Model: "m1"}
-	goneToo := observe.Labels{Workload: "chat", Agent: "planner", Target: "gpu1", Model: "m1"}
-	sibling := observe.Labels{Workload: "chat", Agent: "coder", Target: "gpu0", Model: "m1"}
-	elsewhere := observe.Labels{Workload: "batch", Agent: "planner", Target: "gpu0", Model: "m1"}
-	all := []observe.Labels{gone, goneToo, sibling, elsewhere}
+	gone := observe.Labels{Workload: "chat", Agent: "planner", Target: "gpu0", Model: "m1", Step: "outline"}
+	goneToo := observe.Labels{Workload: "chat", Agent: "planner", Target: "gpu1", Model: "m1", Step: "outline"}
+	goneStep := observe.Labels{Workload: "chat", Agent: "planner", Target: "gpu0", Model: "m1", Step: "draft"}
+	sibling := observe.Labels{Workload: "chat", Agent: "coder", Target: "gpu0", Model: "m1", Step: "outline"}
+	elsewhere := observe.Labels{Workload: "batch", Agent: "planner", Target: "gpu0", Model: "m1", Step: "outline"}
+	all := []observe.Labels{gone, goneToo, goneStep, sibling, elsewhere}
 	for _, l := range all {
 		rec := m.Recorder(l)
 		rec.Started(true)
@@ -471,7 +588,7 @@ func TestForget(t *testing.T) {
 
 	// The agent comes back with a later reload: its series start at 0.
 	m.Recorder(gone)
-	if got := testutil.ToFloat64(m.requests.WithLabelValues(gone.Workload, gone.Agent, gone.Target, gone.Model, "success")); got != 0 {
+	if got := testutil.ToFloat64(m.requests.WithLabelValues(gone.Workload, gone.Agent, gone.Target, gone.Model, gone.Step, "success")); got != 0 {
 		t.Errorf("requests of the returning agent = %v, want 0", got)
 	}
 	if got, want := agentSeries("chat", "planner"), before["coder"]-1; got != want {
@@ -497,17 +614,17 @@ func TestConcurrentUse(t *testing.T) {
 	}
 	wg.Go(func() {
 		for i := range perWorker {
-			l := observe.Labels{Workload: testLabels.Workload, Agent: "transient", Target: "t", Model: "m"}
+			l := observe.Labels{Workload: testLabels.Workload, Agent: "transient", Target: "t", Model: "m", Step: "s"}
 			m.Recorder(l).Started(i%2 == 0)
 			m.Forget(l.Workload, l.Agent)
 		}
 	})
 	wg.Wait()
-	w, a, tg, mo := testLabels.Workload, testLabels.Agent, testLabels.Target, testLabels.Model
-	if got := testutil.ToFloat64(m.requests.WithLabelValues(w, a, tg, mo, "success")); got != workers*perWorker {
+	w, a, tg, mo, st := testLabels.Workload, testLabels.Agent, testLabels.Target, testLabels.Model, testLabels.Step
+	if got := testutil.ToFloat64(m.requests.WithLabelValues(w, a, tg, mo, st, "success")); got != workers*perWorker {
 		t.Errorf("requests = %v, want %d", got, workers*perWorker)
 	}
-	if got := testutil.ToFloat64(m.generatedTokens.WithLabelValues(w, a, tg, mo)); got != 2*workers*perWorker {
+	if got := testutil.ToFloat64(m.generatedTokens.WithLabelValues(w, a, tg, mo, st)); got != 2*workers*perWorker {
 		t.Errorf("generated tokens = %v, want %d", got, 2*workers*perWorker)
 	}
 }
@@ -742,13 +859,13 @@ func TestCalibrationMetrics(t *testing.T) {
 
 func TestQueueWaitContention(t *testing.T) {
 	m, _ := newTestMetrics(t)
-	l := observe.Labels{Workload: "chat", Agent: "planner", Target: "gpu0", Model: "m1"}
+	l := observe.Labels{Workload: "chat", Agent: "planner", Target: "gpu0", Model: "m1", Step: "outline"}
 	rec := m.Recorder(l)
 	for _, waited := range []bool{true, false, true} {
 		rec.Started(false)
 		rec.Finished(&observe.Request{Labels: l, Outcome: observe.OutcomeSuccess, Done: true, QueueWaited: waited})
 	}
-	if got := testutil.ToFloat64(m.contention.WithLabelValues("chat", "planner", "gpu0", string(observe.ContentionQueueWait))); got != 2 {
+	if got := testutil.ToFloat64(m.contention.WithLabelValues("chat", "planner", "gpu0", "outline", string(observe.ContentionQueueWait))); got != 2 {
 		t.Errorf("queue_wait contention = %v, want 2", got)
 	}
 }

@@ -54,6 +54,7 @@ const (
 	LabelAgent    = "agent"
 	LabelTarget   = "target"
 	LabelModel    = "model"
+	LabelStep     = "step"
 	LabelOutcome  = "outcome"
 	LabelReason   = "reason"
 	LabelKind     = "kind"

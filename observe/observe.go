@@ -13,6 +13,7 @@ type Labels struct {
 	Agent    string
 	Target   string
 	Model    string
+	Step     string // the workflow step's name (agents[].workflow[].name)
 }
 
 // Outcome is how a request or a workflow run ended.
@@ -77,9 +78,6 @@ var Contentions = []Contention{ContentionSlotSaturation, ContentionQueueRejected
 // Request is the observation of one Ollama call, produced when it ends.
 type Request struct {
 	Labels
-	// Step is the workflow step the call belongs to. It is configuration,
-	// kept for logs; exporters do not label by it unless documented.
-	Step    string
 	Outcome Outcome
 	Reason  Reason // ReasonNone on success
 
@@ -116,8 +114,8 @@ type Run struct {
 }
 
 // Recorder records the calls of one label set. Sinks hand one out per
-// (workload, agent, target, model) so the per-chunk path does no lookup.
-// Implementations must be safe for concurrent use.
+// (workload, agent, target, model, step) so the per-chunk path does no
+// lookup. Implementations must be safe for concurrent use.
 type Recorder interface {
 	// Started marks a request in flight. saturated reports that the target
 	// already had num_parallel requests in flight when it started.
@@ -132,7 +130,8 @@ type Recorder interface {
 // Sink consumes observations. Implementations must be safe for concurrent use.
 type Sink interface {
 	// Recorder returns the recorder for one label set; the daemon calls it
-	// once per agent replica and target, not per request.
+	// once per agent, target and workflow step when it starts the agent,
+	// not per request.
 	Recorder(l Labels) Recorder
 	// RunFinished records one workflow run.
 	RunFinished(r Run)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -113,6 +114,29 @@ func TestEndToEndAgainstSimulator(t *testing.T) {
 		}
 	}
 
+	// Each step of the workflow has its own series. Every run of a bounded
+	// workload ends, and none failed: each agent sent one analysis and one
+	// report request per run, and its steps add up to its requests.
+	for _, agent := range []string{"shared-a", "shared-b", "solo-a", "solo-b"} {
+		runs := m.sum("chimeraforge_agent_runs_total", map[string]string{"agent": agent, "outcome": "success"})
+		total := m.sum("chimeraforge_requests_total", map[string]string{"agent": agent})
+		var steps float64
+		for _, step := range []string{"analysis", "report"} {
+			sel := map[string]string{"agent": agent, "step": step}
+			n := m.sum("chimeraforge_requests_total", sel)
+			if n != runs || n == 0 {
+				t.Errorf("agent %s step %s: %v requests, %v successful runs (want equal, > 0)", agent, step, n, runs)
+			}
+			if ttft := m.sum("chimeraforge_time_to_first_token_seconds", sel); ttft != n {
+				t.Errorf("agent %s step %s: TTFT count %v, requests %v", agent, step, ttft, n)
+			}
+			steps += n
+		}
+		if steps != total {
+			t.Errorf("agent %s: steps add up to %v requests, total %v", agent, steps, total)
+		}
+	}
+
 	contention := func(workload, kind string) float64 {
 		return m.sum("chimeraforge_contention_events_total", map[string]string{"workload": workload, "kind": kind})
 	}
@@ -158,9 +182,42 @@ func TestDemoMetricsFlow(t *testing.T) {
 	if code != http.StatusOK {
 		t.Errorf("/readyz = %d, want 200", code)
 	}
+	// The demo workflow's two steps are counted apart, for both agents.
+	demoAgents, demoSteps := []string{"analyst", "reporter"}, []string{"analysis", "report"}
+	eventually(t, 20*time.Second, "requests of both steps of both demo agents", func() bool {
+		m := r.scrape(t)
+		for _, agent := range demoAgents {
+			for _, step := range demoSteps {
+				if m.sum("chimeraforge_requests_total", map[string]string{"agent": agent, "step": step, "outcome": "success"}) == 0 {
+					return false
+				}
+			}
+		}
+		return true
+	})
+	m := r.scrape(t)
+	for _, agent := range demoAgents {
+		byStep := map[string]float64{}
+		for _, step := range demoSteps {
+			byStep[step] = m.sum("chimeraforge_requests_total", map[string]string{"agent": agent, "step": step})
+		}
+		if total := m.sum("chimeraforge_requests_total", map[string]string{"agent": agent}); byStep["analysis"]+byStep["report"] != total {
+			t.Errorf("agent %s: requests by step %v do not add up to its %v requests", agent, byStep, total)
+		}
+		// One replica runs analysis then report: the report trails by at
+		// most the run in progress.
+		if d := byStep["analysis"] - byStep["report"]; d < 0 || d > 1 {
+			t.Errorf("agent %s: requests by step %v, want report = analysis or analysis - 1", agent, byStep)
+		}
+		for _, ls := range m.series("chimeraforge_requests_total") {
+			if ls["agent"] == agent && !slices.Contains(demoSteps, ls["step"]) {
+				t.Errorf("agent %s: series with step %q, want one of %v", agent, ls["step"], demoSteps)
+			}
+		}
+	}
 	// No NVIDIA GPU here: the demo's GPU panels read the simulated GPU,
 	// which says so in its name, and whose memory is the loaded models'.
-	m := r.scrape(t)
+	m = r.scrape(t)
 	sim := map[string]string{"name": "simulated", "uuid": "GPU-simulated-0"}
 	if up := m.sum("chimeraforge_gpu_collector_up", nil); up != 1 || m.sum("chimeraforge_gpu_memory_total_bytes", sim) == 0 {
 		t.Errorf("simulated GPU: up %v, total memory %v", up, m.sum("chimeraforge_gpu_memory_total_bytes", sim))
