@@ -57,6 +57,7 @@ type Server struct {
 	dir      string
 	interval time.Duration
 	targets  []string
+	classic  bool
 	started  time.Time
 	cmd      *exec.Cmd
 	exited   chan struct{}
@@ -79,7 +80,25 @@ type Server struct {
 // CF_TEST_REQUIRE_TOOLS is set.
 func Start(t testing.TB, interval time.Duration, targets ...string) *Server {
 	t.Helper()
-	return startWith(t, Binary, interval, "", targets)
+	return startWith(t, Binary, Options{Interval: interval, Targets: targets})
+}
+
+// Options say how StartOptions runs Prometheus.
+type Options struct {
+	Interval time.Duration // scrape and rule evaluation interval
+	Rules    string        // rule file contents; empty for none
+	Targets  []string      // host:port of each target
+	// ClassicHistograms runs Prometheus without the native-histograms
+	// feature, as Prometheus runs by default: it then ingests the classic
+	// _bucket/_sum/_count series only. Otherwise it ingests the native
+	// histograms and drops the classic series of the same histograms.
+	ClassicHistograms bool
+}
+
+// StartOptions is Start with every option.
+func StartOptions(t testing.TB, o Options) *Server {
+	t.Helper()
+	return startWith(t, Binary, o)
 }
 
 // StartWithRules is Start with a rule file holding rulesYAML (recording and
@@ -91,7 +110,7 @@ func StartWithRules(t testing.TB, interval time.Duration, rulesYAML string, targ
 	if strings.TrimSpace(rulesYAML) == "" {
 		t.Fatal("promtest: StartWithRules with empty rules; use Start")
 	}
-	return startWith(t, Binary, interval, rulesYAML, targets)
+	return startWith(t, Binary, Options{Interval: interval, Rules: rulesYAML, Targets: targets})
 }
 
 // missingMessage is what a test without the binary is skipped (or failed)
@@ -103,8 +122,9 @@ func missingMessage(bin string, err error) string {
 
 // startWith is Start with the binary named, so a test can point it at a
 // missing path.
-func startWith(t testing.TB, bin string, interval time.Duration, rulesYAML string, targets []string) *Server {
+func startWith(t testing.TB, bin string, o Options) *Server {
 	t.Helper()
+	interval := o.Interval
 	path, err := exec.LookPath(bin)
 	if err != nil {
 		msg := missingMessage(bin, err)
@@ -116,12 +136,13 @@ func startWith(t testing.TB, bin string, interval time.Duration, rulesYAML strin
 	s := &Server{
 		dir:      t.TempDir(),
 		interval: interval,
-		targets:  append([]string(nil), targets...),
+		targets:  append([]string(nil), o.Targets...),
+		classic:  o.ClassicHistograms,
 		tr:       &http.Transport{},
 	}
 	// Registered after TempDir, so it runs before the directory is removed.
 	t.Cleanup(func() { s.stop(t) })
-	if err := s.writeConfig(rulesYAML); err != nil {
+	if err := s.writeConfig(o.Rules); err != nil {
 		t.Fatalf("promtest: %v", err)
 	}
 	for try := 1; ; try++ {
@@ -157,14 +178,17 @@ func (s *Server) run(path string) error {
 		return err
 	}
 	defer log.Close()
-	cmd := exec.Command(path, //nolint:noctx // lives until the test's cleanup, not a context
-		"--config.file="+filepath.Join(s.dir, "prometheus.yml"),
-		"--storage.tsdb.path="+filepath.Join(s.dir, "data"),
+	args := []string{
+		"--config.file=" + filepath.Join(s.dir, "prometheus.yml"),
+		"--storage.tsdb.path=" + filepath.Join(s.dir, "data"),
 		"--storage.tsdb.retention.time=1h",
-		"--web.listen-address="+s.addr,
-		"--enable-feature=native-histograms",
+		"--web.listen-address=" + s.addr,
 		"--log.level=warn",
-	)
+	}
+	if !s.classic {
+		args = append(args, "--enable-feature=native-histograms")
+	}
+	cmd := exec.Command(path, args...) //nolint:noctx // lives until the test's cleanup, not a context
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = sysProcAttr()
 	s.started = time.Now()

@@ -165,7 +165,9 @@ func TestRulesWithTargetStartedLate(t *testing.T) {
 
 func TestMissingBinary(t *testing.T) {
 	const missing = "/nonexistent/prometheus"
-	start := func(tb testing.TB) { startWith(tb, missing, interval, "", []string{"127.0.0.1:1"}) }
+	start := func(tb testing.TB) {
+		startWith(tb, missing, Options{Interval: interval, Targets: []string{"127.0.0.1:1"}})
+	}
 
 	t.Setenv(testtool.EnvRequire, "")
 	got := runFake(t, start)
@@ -233,4 +235,70 @@ func runFake(t *testing.T, fn func(testing.TB)) *fakeTB {
 	}()
 	<-done
 	return f
+}
+
+// Prometheus 2.42 keeps either the native or the classic form of a
+// histogram exposed in both, depending on the feature flag; RangeSeries
+// counts float and histogram series alike, and RuleProblems reports a rule
+// that fails at evaluation time.
+func TestClassicHistogramsRangeSeriesAndRuleProblems(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	h := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "promtest_both_seconds", Help: "Both forms.",
+		Buckets: []float64{0.1, 1}, NativeHistogramBucketFactor: 1.1,
+	}, []string{"side"})
+	reg.MustRegister(h)
+	h.WithLabelValues("a").Observe(0.5)
+	h.WithLabelValues("b").Observe(0.5)
+	srv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	t.Cleanup(srv.Close)
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	// Both series of "side" match one another on no label: many-to-many.
+	const badRules = `groups:
+  - name: bad
+    rules:
+      - record: promtest:many_to_many
+        expr: promtest_both_seconds_count{side="a"} * on () promtest_both_seconds_count
+`
+	classic := StartOptions(t, Options{Interval: interval, Targets: []string{addr}, ClassicHistograms: true, Rules: badRules})
+	native := Start(t, interval, addr)
+	classic.WaitScraped(t, 2, waitLimit)
+	native.WaitScraped(t, 2, waitLimit)
+
+	for _, tc := range []struct {
+		s    *Server
+		expr string
+		want int
+	}{
+		{classic, "promtest_both_seconds_count", 2},
+		{classic, "promtest_both_seconds", 0},
+		{native, "promtest_both_seconds", 2},
+		{native, "promtest_both_seconds_count", 0},
+		{native, "sum(rate(promtest_both_seconds[5s]))", 1},
+	} {
+		n, err := tc.s.RangeSeries(tc.expr, 5*time.Second, time.Second)
+		if err != nil || n != tc.want {
+			t.Errorf("%s on classic=%v: %d series, %v; want %d", tc.expr, tc.s.classic, n, err, tc.want)
+		}
+	}
+	if _, err := native.RangeSeries("rate(", 5*time.Second, time.Second); err == nil || !strings.Contains(err.Error(), "parse error") {
+		t.Errorf("bad expression: %v, want a parse error", err)
+	}
+	eventuallyProblems := func() []string {
+		deadline := time.Now().Add(waitLimit)
+		for {
+			p, err := classic.RuleProblems()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(p) > 0 || time.Now().After(deadline) {
+				return p
+			}
+			time.Sleep(interval)
+		}
+	}
+	if p := eventuallyProblems(); len(p) != 1 || !strings.Contains(p[0], "promtest:many_to_many") || !strings.Contains(p[0], "many-to-many") {
+		t.Errorf("rule problems: %q, want the many-to-many rule", p)
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	v1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	"github.com/prometheus/common/model"
 )
 
@@ -214,4 +215,65 @@ func listSamples(out []Sample) string {
 		b.WriteString(smp.String())
 	}
 	return b.String()
+}
+
+// RangeSeries evaluates expr as a range query over the last span at the
+// given step, as a Grafana panel does, and returns how many series have at
+// least one point, float or native histogram. Unlike Query it returns
+// errors (and warnings) instead of failing the test, so a caller can
+// report every bad expression at once.
+func (s *Server) RangeSeries(expr string, span, step time.Duration) (int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), queryLimit)
+	defer cancel()
+	end := time.Now()
+	val, warnings, _, err := s.api.QueryRange(ctx, expr, v1.Range{Start: end.Add(-span), End: end, Step: step})
+	if err != nil {
+		return 0, fmt.Errorf("query_range %s: %w", expr, err)
+	}
+	if len(warnings) > 0 {
+		return 0, fmt.Errorf("query_range %s: warnings: %s", expr, strings.Join(warnings, "; "))
+	}
+	m, ok := val.(model.Matrix)
+	if !ok {
+		return 0, fmt.Errorf("query_range %s: result is a %s, want a matrix", expr, val.Type())
+	}
+	n := 0
+	for _, ss := range m {
+		if len(ss.Values)+len(ss.Histograms) > 0 {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// RuleProblems returns, for every loaded rule whose last evaluation failed
+// (health not "ok", or an error), "name: error"; rules not evaluated yet
+// ("unknown") count as problems too, so call it after a few evaluations.
+func (s *Server) RuleProblems() ([]string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), queryLimit)
+	defer cancel()
+	res, err := s.api.Rules(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("rules: %w", err)
+	}
+	var out []string
+	for _, g := range res.Groups {
+		for _, r := range g.Rules {
+			var name string
+			var health v1.RuleHealth
+			var lastErr string
+			switch r := r.(type) {
+			case v1.RecordingRule:
+				name, health, lastErr = r.Name, r.Health, r.LastError
+			case v1.AlertingRule:
+				name, health, lastErr = r.Name, r.Health, r.LastError
+			default:
+				return nil, fmt.Errorf("rules: group %s: unexpected rule type %T", g.Name, r)
+			}
+			if health != v1.RuleHealthGood || lastErr != "" {
+				out = append(out, fmt.Sprintf("%s/%s: health %q: %s", g.Name, name, health, lastErr))
+			}
+		}
+	}
+	return out, nil
 }
