@@ -20,10 +20,16 @@ func AggregateThroughput(window string) string {
 // second if running together cost nothing: each agent's solo baseline
 // (summed over its targets) times the mean number of its replicas running
 // over the window. Paused or stopped replicas count for nothing.
+//
+// The baseline is summed without target and model rather than by
+// (workload, agent), so that it keeps every other label (job, instance,
+// pod) and matches the agent_active series of the same daemon one to one:
+// several daemons running the same agent each contribute their own
+// baseline times their own running replicas.
 func soloEquivalent(window string) string {
 	return fmt.Sprintf(`sum by (workload) (
-  sum by (workload, agent) (chimeraforge_baseline_tokens_per_second)
-  * on (workload, agent) avg_over_time(chimeraforge_agent_active[%s])
+  sum without (target, model) (chimeraforge_baseline_tokens_per_second)
+  * avg_over_time(chimeraforge_agent_active[%s])
 )`, window)
 }
 
@@ -37,13 +43,14 @@ func Efficiency(window string) string {
 
 // Speedup is aggregate throughput divided by the mean solo baseline of the
 // workload's agents that ran: how many agents' worth of solo throughput the
-// workload achieves together.
+// workload achieves together. Where several daemons run the workload, each
+// daemon's agent counts as one agent.
 func Speedup(window string) string {
 	return fmt.Sprintf(`(%s)
 /
 avg by (workload) (
-  sum by (workload, agent) (chimeraforge_baseline_tokens_per_second)
-  and on (workload, agent) (avg_over_time(chimeraforge_agent_active[%s]) > 0)
+  sum without (target, model) (chimeraforge_baseline_tokens_per_second)
+  and (avg_over_time(chimeraforge_agent_active[%s]) > 0)
 )`, AggregateThroughput(window), window)
 }
 

@@ -54,6 +54,7 @@ type running struct {
 	done   chan error
 	log    *syncBuffer
 	stdout *syncBuffer
+	file   string // the configuration file; "" for the built-in demo
 }
 
 // startDaemon runs `chimeraforge run` in-process on a loopback port, with
@@ -83,7 +84,7 @@ func startDaemon(t *testing.T, cfgYAML string, lifecycle bool) *running {
 		started:         func(a *app) { started <- a },
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{base: "http://" + l.Addr().String(), stop: cancel, done: make(chan error, 1), log: &syncBuffer{}, stdout: &syncBuffer{}}
+	r := &running{base: "http://" + l.Addr().String(), stop: cancel, done: make(chan error, 1), log: &syncBuffer{}, stdout: &syncBuffer{}, file: file}
 	go func() { r.done <- runMain(ctx, o, r.stdout, r.log) }()
 	select {
 	case r.app = <-started:

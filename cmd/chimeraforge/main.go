@@ -4,6 +4,7 @@
 //	chimeraforge run [--config FILE]   the daemon (no --config: the built-in demo)
 //	chimeraforge sim                   the Ollama simulator alone
 //	chimeraforge config check FILE     validate a configuration
+//	chimeraforge dashboards --out DIR  write the Grafana dashboards and Prometheus rules
 //	chimeraforge version
 package main
 
@@ -63,6 +64,9 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	showFile := showCmd.Arg("file", "Configuration file.").Required().String()
 	showSets := showCmd.Flag("set", "Override one configuration key (repeatable).").Strings()
 
+	dashCmd := app.Command("dashboards", "Write the Grafana dashboards (JSON) and the Prometheus recording and alerting rules (YAML) into a directory.")
+	dashOut := dashCmd.Flag("out", "Directory to write into (created if missing).").Required().String()
+
 	versionCmd := app.Command("version", "Print the version.")
 
 	cmd, err := app.Parse(args)
@@ -82,6 +86,8 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = configCheck(*checkFile, *checkSets, stdout)
 	case showCmd.FullCommand():
 		err = configShow(*showFile, *showSets, stdout)
+	case dashCmd.FullCommand():
+		err = writeDashboards(*dashOut, stdout)
 	case versionCmd.FullCommand():
 		fmt.Fprintln(stdout, version.Print("chimeraforge"))
 	}
