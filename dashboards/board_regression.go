@@ -97,10 +97,10 @@ func heldExplanation() string {
 	return fmt.Sprintf(`The figures of the hour **before the last Ollama version change** of any target of a workload (the targets of its requests) are recording rules: `+"`%s`"+` and `+"`%s`"+`.
 
 * While the change is less than an hour old (`+"`%s > 0`"+`), each rule records the current 1 h figure as it was an hour earlier (`+"`offset 1h`"+`), so the hour it covers always ends before the change.
-* Once the change is more than an hour old, each rule re-reads its own last value (`+"`last_over_time(…[%s])`"+`): it keeps the hour just before the change while the last hour lies wholly after it, until the next change. A gap of more than %s in rule evaluation loses it.
+* Once the change is more than an hour old, each rule re-reads its own last value (`+"`last_over_time(…[%s])`"+`): it keeps the hour just before the change while the last hour lies wholly after it, for %s after the change or until the next one, whichever comes first. After that the comparison is no longer about the upgrade, and the panels empty.
 * The upgrade alerts compare the last hour with the held value, and only once the change is an hour old.
 
 %s Until then these panels have nothing to compare.`,
 		RecTokensBeforeChange, RecTTFTP95BeforeChange, RecVersionChanges1h,
-		beforeVersionChangeHold, beforeVersionChangeHold, EmptyUntilVersionChange)
+		beforeVersionChangeHold, holdInWords, EmptyUntilVersionChange)
 }

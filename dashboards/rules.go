@@ -28,6 +28,7 @@ const (
 	RecTokensBeforeChange   = "workload:chimeraforge_generated_tokens:rate1h_before_version_change"
 	RecTTFTP95BeforeChange  = "workload_quantile:chimeraforge_time_to_first_token_seconds:histogram_quantile1h_before_version_change"
 	beforeVersionChangeHold = "7d"
+	holdInWords             = "7 days"
 )
 
 // TTFTQuantiles are the quantiles RecTTFTQuantile5m records, as the values
@@ -244,7 +245,7 @@ unless on (workload) (%s > 0)`, RecTTFTQuantile1h, num(th.TTFTRegression), RecTT
 		alert("ChimeraforgeEfficiencyLow", "warning", "15m",
 			fmt.Sprintf(`%s < %s`, RecEfficiency5m, num(th.Efficiency)),
 			"Agents of workload {{ $labels.workload }} slow each other down.",
-			fmt.Sprintf("Efficiency (aggregate throughput ÷ sum of solo baselines) is {{ $value | humanize }}, below %s: running the agents together costs more than %s of their solo throughput.", num(th.Efficiency), pct(1-th.Efficiency))),
+			fmt.Sprintf("Efficiency (aggregate throughput ÷ sum of solo baselines) is {{ $value | printf \"%%.2f\" }}, below %s: running the agents together costs more than %s of their solo throughput.", num(th.Efficiency), pct(1-th.Efficiency))),
 		alert("ChimeraforgeContentionHigh", "warning", "15m",
 			fmt.Sprintf(`%s > %s`, RecContentionRatio5m, num(th.ContentionRatio)),
 			"Requests of workload {{ $labels.workload }} contend: {{ $labels.kind }}.",
@@ -260,7 +261,7 @@ unless on (workload) (%s > 0)`, RecTTFTQuantile1h, num(th.TTFTRegression), RecTT
 		alert("ChimeraforgeModelSpilledToCPU", "warning", "5m",
 			fmt.Sprintf(`%s < 1
 unless on (target) (max by (target) (max_over_time(%s[1d])) == 0)`, exporters.MetricOllamaModelVRAMRatio, exporters.MetricOllamaModelVRAMRatio),
-			"Model {{ $labels.model }} on {{ $labels.target }} is partly in CPU memory.",
+			"Model {{ $labels.model }} on {{ $labels.target }} is not wholly in GPU memory.",
 			"Only {{ $value | humanizePercentage }} of the model is in GPU memory (/api/ps size_vram ÷ size); the rest runs on the CPU, many times slower. Targets that had no model in GPU memory for a day (CPU-only servers) are left out."),
 		alert("ChimeraforgeWorkloadStalled", "critical", "10m",
 			fmt.Sprintf(`%s == 0
@@ -270,7 +271,7 @@ and on (workload) (sum by (workload) (%s) > 0)`, RecTokensRate5m, exporters.Metr
 		alert("ChimeraforgeGPUHot", "warning", "5m",
 			fmt.Sprintf(`%s > %s
 or
-max by (gpu, uuid, name) (%s{reason=~"sw_thermal_slowdown|hw_thermal_slowdown|hw_slowdown"}) == 1`,
+max without (reason) (%s{reason=~"sw_thermal_slowdown|hw_thermal_slowdown|hw_slowdown"}) == 1`,
 				gpu.MetricTemperatureCelsius, num(th.GPUTemperature), gpu.MetricThrottleReasons),
 			"GPU {{ $labels.gpu }} ({{ $labels.name }}) is hot or thermally throttled.",
 			fmt.Sprintf("The GPU is above %s °C or NVML reports a thermal or hardware slowdown: its clocks, and every figure measured on it, are held down.", num(th.GPUTemperature))),
