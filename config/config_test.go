@@ -293,7 +293,7 @@ func TestOverrideErrors(t *testing.T) {
 		{
 			name: "unknown key from env names the variable",
 			env:  []string{"CHIMERAFORGE_GLOBAL__SHUTDOWN_TIMOUT=5s"},
-			want: []string{"global.shutdown_timout: unknown key (allowed: model_reload_threshold, shutdown_timeout, readiness_probe_interval, queue_wait_threshold) (set by environment variable CHIMERAFORGE_GLOBAL__SHUTDOWN_TIMOUT)"},
+			want: []string{"global.shutdown_timout: unknown key (allowed: model_reload_threshold, shutdown_timeout, readiness_probe_interval, queue_wait_threshold, shard) (set by environment variable CHIMERAFORGE_GLOBAL__SHUTDOWN_TIMOUT)"},
 		},
 		{
 			name:      "wrong type from an override",
@@ -315,6 +315,92 @@ func TestOverrideErrors(t *testing.T) {
 			}
 			if !slices.Equal(ve.Problems, tt.want) {
 				t.Errorf("problems:\n%s\nwant:\n%s", strings.Join(ve.Problems, "\n"), strings.Join(tt.want, "\n"))
+			}
+		})
+	}
+}
+
+// TestShardFromEnvironment: Kubernetes sets each pod's shard index from its
+// pod-index label through the downward API, and the count from the
+// StatefulSet's replicas, as environment variables; a file need not mention
+// the shard at all.
+func TestShardFromEnvironment(t *testing.T) {
+	const noGlobal = `
+targets: [{name: a, url: "http://127.0.0.1:11434"}]
+agents: [{name: x, target: a, model: m, workflow: [{name: s, prompt: hi}]}]
+workloads: [{name: w, agents: [{agent: x, replicas: 4}]}]
+`
+	tests := []struct {
+		name     string
+		file     string
+		env      []string
+		override map[string]string
+		want     Shard
+		problems []string
+	}{
+		{name: "default: one shard runs everything", file: noGlobal, want: Shard{Index: 0, Count: 1}},
+		{
+			name: "both from the environment, no global section in the file",
+			file: noGlobal,
+			env:  []string{"CHIMERAFORGE_GLOBAL__SHARD__INDEX=2", "CHIMERAFORGE_GLOBAL__SHARD__COUNT=3"},
+			want: Shard{Index: 2, Count: 3},
+		},
+		{
+			name: "the environment beats the file",
+			file: strings.Replace(minimal, "shutdown_timeout: 1s", "shutdown_timeout: 1s\n  shard: {index: 0, count: 2}", 1),
+			env:  []string{"CHIMERAFORGE_GLOBAL__SHARD__INDEX=1"},
+			want: Shard{Index: 1, Count: 2},
+		},
+		{
+			name:     "an override beats the environment",
+			file:     noGlobal,
+			env:      []string{"CHIMERAFORGE_GLOBAL__SHARD__INDEX=1", "CHIMERAFORGE_GLOBAL__SHARD__COUNT=2"},
+			override: map[string]string{"global.shard.index": "0"},
+			want:     Shard{Index: 0, Count: 2},
+		},
+		{
+			name: "an index set by the environment is checked against the count",
+			file: noGlobal,
+			env:  []string{"CHIMERAFORGE_GLOBAL__SHARD__INDEX=3", "CHIMERAFORGE_GLOBAL__SHARD__COUNT=3"},
+			problems: []string{
+				"global.shard.index: must be < global.shard.count (3): shards are numbered from 0 to 2, got 3",
+			},
+		},
+		{
+			name: "an index alone is checked against the default count",
+			file: noGlobal,
+			env:  []string{"CHIMERAFORGE_GLOBAL__SHARD__INDEX=1"},
+			problems: []string{
+				"global.shard.index: must be < global.shard.count (1): shards are numbered from 0 to 0, got 1",
+			},
+		},
+		{
+			name: "a value that is not an integer names the variable",
+			file: noGlobal,
+			env:  []string{"CHIMERAFORGE_GLOBAL__SHARD__COUNT=two"},
+			problems: []string{
+				`global.shard.count: "two" is not an integer (set by environment variable CHIMERAFORGE_GLOBAL__SHARD__COUNT)`,
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := testEnv(tt.env...).loadBytes("shard", []byte(tt.file), "", tt.override)
+			if tt.problems != nil {
+				var ve *ValidationError
+				if !errors.As(err, &ve) {
+					t.Fatalf("err = %v, want a *ValidationError", err)
+				}
+				if !slices.Equal(ve.Problems, tt.problems) {
+					t.Errorf("problems:\n%s\nwant:\n%s", strings.Join(ve.Problems, "\n"), strings.Join(tt.problems, "\n"))
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.Global.Shard != tt.want {
+				t.Errorf("shard %+v, want %+v", cfg.Global.Shard, tt.want)
 			}
 		})
 	}
@@ -478,7 +564,7 @@ simulation:
 	s, u := cfg.Simulation.Instances[0], cfg.Simulation.Instances[1]
 	err = errors.Join(
 		want(cfg.Global, Global{ModelReloadThreshold: 100 * time.Millisecond, ShutdownTimeout: 10 * time.Second, ReadinessProbeInterval: 5 * time.Second,
-			QueueWaitThreshold: 100 * time.Millisecond}),
+			QueueWaitThreshold: 100 * time.Millisecond, Shard: Shard{Index: 0, Count: 1}}),
 		want(tg.PollInterval, 15*time.Second),
 		want(cfg.Workloads[0].Calibration, Calibration{AtStart: true, Runs: 3, MaxDuration: 2 * time.Minute, OnVersionChange: true}),
 		want(tg.NumParallel, 1),

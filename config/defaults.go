@@ -13,6 +13,8 @@ const (
 	DefaultShutdownTimeout        = 10 * time.Second
 	DefaultReadinessProbeInterval = 5 * time.Second
 	DefaultQueueWaitThreshold     = 100 * time.Millisecond
+	DefaultShardIndex             = 0
+	DefaultShardCount             = 1
 
 	DefaultCalibrationAtStart         = true
 	DefaultCalibrationRuns            = 3
@@ -86,6 +88,8 @@ func (g *Global) setDefaults(path string, set isSet) {
 	setDefault(set, path+".shutdown_timeout", &g.ShutdownTimeout, DefaultShutdownTimeout)
 	setDefault(set, path+".readiness_probe_interval", &g.ReadinessProbeInterval, DefaultReadinessProbeInterval)
 	setDefault(set, path+".queue_wait_threshold", &g.QueueWaitThreshold, DefaultQueueWaitThreshold)
+	setDefault(set, path+".shard.index", &g.Shard.Index, DefaultShardIndex)
+	setDefault(set, path+".shard.count", &g.Shard.Count, DefaultShardCount)
 }
 
 func (t *Target) setDefaults(path string, set isSet) {

@@ -33,6 +33,22 @@ type Global struct {
 	// QueueWaitThreshold: a successful request whose estimated queue wait
 	// is above this counts as a queue_wait contention.
 	QueueWaitThreshold time.Duration `koanf:"queue_wait_threshold"`
+	// Shard is the share of the load this daemon runs when several daemons
+	// run the same configuration.
+	Shard Shard `koanf:"shard"`
+}
+
+// Shard places a daemon among Count daemons (replicas, for example the pods
+// of a Kubernetes StatefulSet) that run the same configuration and together
+// generate its load; each runs about 1/Count of it and Prometheus adds them
+// up. Closed-loop workloads deal their agent replicas round-robin across the
+// shards; open-loop workloads divide their rate (docs/config.md, "Scale-out").
+// Index 0 of Count 1, the default, runs everything.
+type Shard struct {
+	// Index is this daemon's shard, from 0 to Count-1.
+	Index int `koanf:"index"`
+	// Count is the number of shards.
+	Count int `koanf:"count"`
 }
 
 // Target is one Ollama server.

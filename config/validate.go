@@ -148,6 +148,20 @@ func (g *Global) validate(c *checker, path string) {
 	c.positive(path+".shutdown_timeout", g.ShutdownTimeout)
 	c.positive(path+".readiness_probe_interval", g.ReadinessProbeInterval)
 	c.positive(path+".queue_wait_threshold", g.QueueWaitThreshold)
+	g.Shard.validate(c, path+".shard")
+}
+
+func (s *Shard) validate(c *checker, path string) {
+	if s.Count < 1 {
+		c.addf(path+".count", "must be >= 1 (the number of daemons sharing the load), got %d", s.Count)
+	}
+	switch {
+	case s.Index < 0:
+		c.addf(path+".index", "must be >= 0 (shards are numbered from 0), got %d", s.Index)
+	case s.Count >= 1 && s.Index >= s.Count:
+		c.addf(path+".index", "must be < %s.count (%d): shards are numbered from 0 to %d, got %d",
+			path, s.Count, s.Count-1, s.Index)
+	}
 }
 
 func (t *Target) validate(c *checker, path string) {

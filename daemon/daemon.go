@@ -164,6 +164,20 @@ func (d *Daemon) Ready() bool {
 func (d *Daemon) apply(cfg *config.Config, initial bool) error {
 	old := d.cfg
 	simChanged := initial || !reflect.DeepEqual(old.Simulation, cfg.Simulation)
+	if s := cfg.Global.Shard; initial || s != old.Global.Shard {
+		// A changed shard changes global, so every workload restarts below
+		// with its new share.
+		fields := []zap.Field{zap.Int("shard_index", s.Index), zap.Int("shard_count", s.Count)}
+		if initial {
+			d.log.Info("running this shard of the load", fields...)
+		} else {
+			d.log.Info("shard changed; every workload restarts with its new share", append(fields,
+				zap.Int("previous_shard_index", old.Global.Shard.Index), zap.Int("previous_shard_count", old.Global.Shard.Count))...)
+		}
+		if r, ok := d.sink.(ShardReporter); ok {
+			r.Shard(s.Index, s.Count)
+		}
+	}
 
 	changedTargets := map[string]bool{}
 	for _, tc := range cfg.Targets {
@@ -190,7 +204,7 @@ func (d *Daemon) apply(cfg *config.Config, initial bool) error {
 		if !w.stop(stopCtx) {
 			d.log.Warn("workload did not stop in time; its runs end in the background", zap.String("workload", name))
 		}
-		d.forgetRemoved(name, old, cfg)
+		d.forgetRemoved(w, cfg)
 	}
 	d.workloads = next
 
@@ -240,9 +254,12 @@ func (d *Daemon) apply(cfg *config.Config, initial bool) error {
 	return nil
 }
 
+// newWorkload returns the runner of this shard's share of workload wc.
 func (d *Daemon) newWorkload(cfg *config.Config, wc *config.Workload, targets map[string]*target) *workloadRunner {
-	w := &workloadRunner{cfg: *wc, sink: d.sink, log: d.log.With(zap.String("workload", wc.Name))}
-	for _, wa := range wc.Agents {
+	sh := shareOf(*wc, cfg.Global.Shard)
+	w := &workloadRunner{cfg: sh.cfg, replicas: sh.replicas, shard: cfg.Global.Shard, sink: d.sink,
+		log: d.log.With(zap.String("workload", wc.Name))}
+	for _, wa := range sh.cfg.Agents {
 		a, _ := cfg.Agent(wa.Agent)
 		ts := make([]*target, 0, len(a.TargetNames()))
 		for _, tn := range a.TargetNames() {
@@ -254,29 +271,23 @@ func (d *Daemon) newWorkload(cfg *config.Config, wc *config.Workload, targets ma
 	return w
 }
 
-// forgetRemoved drops the series of the agents that workload name no longer
-// runs under cfg.
-func (d *Daemon) forgetRemoved(name string, old, cfg *config.Config) {
+// forgetRemoved drops the series of the agents that the stopped workload w
+// ran on this shard and that cfg no longer runs here: agents removed from
+// the workload, or dealt to other shards after a change of global.shard.
+func (d *Daemon) forgetRemoved(w *workloadRunner, cfg *config.Config) {
 	f, ok := d.sink.(Forgetter)
 	if !ok {
 		return
 	}
 	keep := map[string]bool{}
-	for _, w := range cfg.Workloads {
-		if w.Name == name {
-			for _, wa := range w.Agents {
-				keep[wa.Agent] = true
-			}
+	if wc, ok := cfg.Workload(w.cfg.Name); ok {
+		for _, wa := range shareOf(*wc, cfg.Global.Shard).cfg.Agents {
+			keep[wa.Agent] = true
 		}
 	}
-	for _, w := range old.Workloads {
-		if w.Name != name {
-			continue
-		}
-		for _, wa := range w.Agents {
-			if !keep[wa.Agent] {
-				f.Forget(name, wa.Agent)
-			}
+	for _, wa := range w.cfg.Agents {
+		if !keep[wa.Agent] {
+			f.Forget(w.cfg.Name, wa.Agent)
 		}
 	}
 }

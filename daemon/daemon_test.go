@@ -41,6 +41,7 @@ type recordingSink struct {
 
 	polls          []observe.TargetState
 	removedTargets []string
+	shards         []string
 }
 
 func newRecordingSink() *recordingSink {

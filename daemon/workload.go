@@ -16,11 +16,15 @@ import (
 // a dispatcher that starts workflow runs on an open-loop schedule, plus the
 // calibrations that measure each agent's solo baseline.
 type workloadRunner struct {
-	cfg     config.Workload
-	agents  []*agentRunner // parallel to cfg.Agents
-	sink    observe.Sink
-	log     *zap.Logger
-	started atomic.Bool // the first run was dispatched
+	// cfg is the workload as this daemon's shard runs it (see shareOf);
+	// replicas are, per agent, the replica numbers it runs (closed loop).
+	cfg      config.Workload
+	replicas [][]int
+	shard    config.Shard
+	agents   []*agentRunner // parallel to cfg.Agents and replicas
+	sink     observe.Sink
+	log      *zap.Logger
+	started  atomic.Bool // the first run was dispatched
 
 	// runs is held shared by every workflow run and exclusively by a
 	// calibration: taking it waits for the runs in flight to end and holds
@@ -40,15 +44,24 @@ type workloadRunner struct {
 // the end of a bounded workload does not show up as canceled requests.
 // With calibration.at_start, every agent is calibrated before the first run.
 func (w *workloadRunner) start(parent context.Context) {
-	runCtx, cancel := context.WithCancel(parent)
-	w.cancel = cancel
 	w.calReq = make(chan struct{}, 1)
 	w.done = make(chan struct{})
+	if len(w.agents) == 0 {
+		// A closed-loop workload whose every replica runs on other shards.
+		w.log.Info("workload has no replica on this shard; it runs nothing here",
+			zap.Int("shard_index", w.shard.Index), zap.Int("shard_count", w.shard.Count))
+		w.cancel = func() {}
+		w.started.Store(true)
+		close(w.done)
+		return
+	}
+	runCtx, cancel := context.WithCancel(parent)
+	w.cancel = cancel
 	arrivals, stopArrivals := runCtx, context.CancelFunc(func() {})
 	if w.cfg.Duration > 0 {
 		arrivals, stopArrivals = context.WithTimeout(runCtx, w.cfg.Duration)
 	}
-	w.log.Info("workload starting", zap.String("arrival", w.cfg.Arrival.Mode), zap.Duration("duration", w.cfg.Duration))
+	w.log.Info("workload starting", w.shareFields()...)
 	for _, wa := range w.cfg.Agents {
 		w.sink.AgentActive(w.cfg.Name, wa.Agent, wa.Replicas)
 	}
@@ -65,8 +78,8 @@ func (w *workloadRunner) start(parent context.Context) {
 		w.calibrator(arrivals, runCtx)
 	})
 	if w.cfg.Arrival.Mode == config.ArrivalClosed {
-		for i, wa := range w.cfg.Agents {
-			for r := range wa.Replicas {
+		for i, rs := range w.replicas {
+			for _, r := range rs {
 				w.wg.Go(func() { w.agents[i].closedLoop(arrivals, runCtx, w.runs.RLocker(), r) })
 			}
 		}
@@ -86,6 +99,22 @@ func (w *workloadRunner) start(parent context.Context) {
 			w.log.Info("workload finished")
 		}
 	}()
+}
+
+// shareFields describe, for the start log, what this shard runs.
+func (w *workloadRunner) shareFields() []zap.Field {
+	f := []zap.Field{zap.String("arrival", w.cfg.Arrival.Mode), zap.Duration("duration", w.cfg.Duration)}
+	if w.shard.Count > 1 {
+		f = append(f, zap.Int("shard_index", w.shard.Index), zap.Int("shard_count", w.shard.Count))
+	}
+	if w.cfg.Arrival.Mode == config.ArrivalClosed {
+		replicas := make(map[string]int, len(w.cfg.Agents))
+		for _, wa := range w.cfg.Agents {
+			replicas[wa.Agent] = wa.Replicas
+		}
+		return append(f, zap.Any("replicas", replicas))
+	}
+	return append(f, zap.Float64("rate", w.cfg.Arrival.Rate), zap.Int("max_in_flight", w.cfg.Arrival.MaxInFlight))
 }
 
 // stop cancels the workload and waits for its runs to end and be
@@ -181,9 +210,10 @@ func (w *workloadRunner) measure(ctx context.Context) {
 }
 
 // openLoop starts workflow runs at the paced schedule, whatever the
-// previous runs are doing, up to max_in_flight at once. Each arrival goes to
-// the workload's agents in turn, weighted by their replica counts. Arrivals
-// that fall while a calibration holds the workload are skipped.
+// previous runs are doing, up to max_in_flight at once (the rate and the cap
+// are this shard's part). Each arrival goes to the workload's agents in
+// turn, weighted by their replica counts. Arrivals that fall while a
+// calibration holds the workload are skipped.
 func (w *workloadRunner) openLoop(arrivals, runCtx context.Context) {
 	arr := w.cfg.Arrival
 	var pacer Pacer
@@ -192,7 +222,7 @@ func (w *workloadRunner) openLoop(arrivals, runCtx context.Context) {
 		if seed == 0 {
 			seed = time.Now().UnixNano()
 		}
-		pacer = NewPoissonPacer(arr.Rate, seed)
+		pacer = NewPoissonPacer(arr.Rate, shardSeed(seed, w.shard.Index))
 	} else {
 		pacer = NewConstantPacer(arr.Rate)
 	}

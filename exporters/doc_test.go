@@ -74,6 +74,7 @@ func fullRegistry(t testing.TB) *prometheus.Registry {
 	m.Calibrated(observe.Calibration{Workload: testLabels.Workload, Agent: testLabels.Agent, Model: testLabels.Model,
 		OK: true, Runs: 1, Wall: time.Second, TokensPerSecond: map[string]float64{testLabels.Target: 10}, At: time.Now()})
 	m.ArrivalDropped(testLabels.Workload)
+	m.Shard(0, 1)
 	return reg
 }
 
@@ -127,7 +128,7 @@ func TestNameConstantsDocumented(t *testing.T) {
 		MetricContentionEventsTotal, MetricAgentRunsTotal, MetricArrivalsDroppedTotal,
 		MetricTimeToFirstTokenSeconds, MetricInterTokenLatencySeconds, MetricRequestDurationSeconds,
 		MetricQueueWaitSeconds, MetricAgentRunDurationSeconds, MetricScheduleDelaySeconds,
-		MetricRequestsInFlight, MetricConfigLastReloadSuccessful, MetricConfigLastReloadSuccessTimestampSeconds,
+		MetricRequestsInFlight, MetricShardInfo, MetricConfigLastReloadSuccessful, MetricConfigLastReloadSuccessTimestampSeconds,
 		MetricBuildInfo,
 	} {
 		if _, ok := doc[name]; !ok {

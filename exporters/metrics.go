@@ -92,6 +92,7 @@ type Metrics struct {
 
 	cal    calibrationMetrics
 	ollama *ollamaMetrics
+	shard  *prometheus.GaugeVec
 
 	// perAgent are the vectors labelled by workload and agent, which Forget
 	// clears.
@@ -176,6 +177,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 
 		cal:    newCalibrationMetrics(),
 		ollama: newOllamaMetrics(),
+		shard:  newShardInfo(),
 
 		recs: map[observe.Labels]*recorder{},
 	}
@@ -191,7 +193,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		m.requests, m.errors, m.generatedTokens, m.promptTokens, m.evalSeconds,
 		m.promptEvalSecs, m.loadSeconds, m.contention, m.agentRuns, m.arrivalsDropped,
 		m.ttft, m.interToken, m.duration, m.queueWait, m.runDuration, m.scheduleDelay,
-		m.inFlight}, append(m.cal.collectors(), m.ollama.collectors()...)...)...)
+		m.inFlight, m.shard}, append(m.cal.collectors(), m.ollama.collectors()...)...)...)
 	if err != nil {
 		return nil, err
 	}

@@ -857,6 +857,26 @@ func TestCalibrationMetrics(t *testing.T) {
 	}
 }
 
+// TestShardInfo: one series, the current shard; a reload that changes the
+// shard replaces it, and Forget of an agent leaves it alone.
+func TestShardInfo(t *testing.T) {
+	m, reg := newTestMetrics(t)
+	if mf := gatherFamily(t, reg, MetricShardInfo); mf != nil {
+		t.Errorf("%s before the daemon set it: %v", MetricShardInfo, mf)
+	}
+	m.Shard(0, 2)
+	m.Shard(1, 3)
+	m.Forget("chat", "planner")
+	mf := gatherFamily(t, reg, MetricShardInfo)
+	if len(mf.GetMetric()) != 1 {
+		t.Fatalf("%s: %d series, want 1: %v", MetricShardInfo, len(mf.GetMetric()), mf)
+	}
+	s := mf.GetMetric()[0]
+	if !labelsMatch(s, map[string]string{LabelShardIndex: "1", LabelShardCount: "3"}) || s.GetGauge().GetValue() != 1 {
+		t.Errorf("%s = %v, want {index=\"1\", count=\"3\"} 1", MetricShardInfo, s)
+	}
+}
+
 func TestQueueWaitContention(t *testing.T) {
 	m, _ := newTestMetrics(t)
 	l := observe.Labels{Workload: "chat", Agent: "planner", Target: "gpu0", Model: "m1", Step: "outline"}

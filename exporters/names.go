@@ -43,6 +43,8 @@ const (
 	MetricOllamaModelUnloadsTotal           = "chimeraforge_ollama_model_unloads_total"
 	MetricOllamaProbeDurationSeconds        = "chimeraforge_ollama_probe_duration_seconds"
 
+	MetricShardInfo = "chimeraforge_shard_info"
+
 	MetricConfigLastReloadSuccessful              = "chimeraforge_config_last_reload_successful"
 	MetricConfigLastReloadSuccessTimestampSeconds = "chimeraforge_config_last_reload_success_timestamp_seconds"
 	MetricBuildInfo                               = "chimeraforge_build_info"
@@ -59,4 +61,8 @@ const (
 	LabelReason   = "reason"
 	LabelKind     = "kind"
 	LabelVersion  = "version"
+
+	// The shard of chimeraforge_shard_info (global.shard).
+	LabelShardIndex = "index"
+	LabelShardCount = "count"
 )
