@@ -61,13 +61,19 @@ func RulesYAML(th Thresholds) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// Write writes every generated file into dir, creating it if needed, and
+// Write writes every file of Files into dir, creating it if needed, and
 // returns the names written in order.
 func Write(dir string) ([]string, error) {
 	files, err := Files()
 	if err != nil {
 		return nil, err
 	}
+	return WriteFiles(dir, files)
+}
+
+// WriteFiles writes files (name → content) into dir, creating it if
+// needed, and returns the names written in order.
+func WriteFiles(dir string, files map[string][]byte) ([]string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create %s: %w", dir, err)
 	}

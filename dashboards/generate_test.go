@@ -29,7 +29,7 @@ func TestGeneratedFilesAreCurrent(t *testing.T) {
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	const fix = "regenerate: go run ./cmd/chimeraforge dashboards --out dashboards/generated"
+	const fix = "regenerate: go run ./cmd/chimeraforge dashboards --out dashboards/generated --kubernetes-out deploy/kubernetes/base/generated"
 	for _, n := range names {
 		got, err := os.ReadFile(filepath.Join("generated", n))
 		if err != nil {

@@ -3,13 +3,14 @@
 # It installs what the tests need on a fresh Debian machine (promtool from
 # Debian's prometheus package; a pinned Ollama built from the Go module proxy
 # and a tiny generated model, see scripts/ollama-test-server.sh; golangci-lint
-# built from the proxy), all cached outside the repository, then runs
+# and kustomize built from the proxy), all cached outside the repository, then runs
 # formatting, vet, lint and `go test -race ./...`. Plain `go test ./...` works anywhere without this
 # script: tests that need a tool it installs skip with a message saying so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 GOLANGCI_LINT_VERSION=v2.15.0
+KUSTOMIZE_VERSION=v5.7.1
 CACHE_DIR="${CF_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/chimeraforge}"
 
 as_root() {
@@ -44,6 +45,17 @@ if [ ! -x "$lint" ]; then
 	GOBIN="$CACHE_DIR/gobin" go install "github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$GOLANGCI_LINT_VERSION"
 	mv "$CACHE_DIR/gobin/golangci-lint" "$lint"
 fi
+
+# kustomize builds the Kubernetes manifests in deploy/kubernetes for their
+# tests (no cluster needed).
+kustomize="$CACHE_DIR/bin/kustomize-$KUSTOMIZE_VERSION"
+if [ ! -x "$kustomize" ]; then
+	echo "building kustomize $KUSTOMIZE_VERSION (first run only)"
+	mkdir -p "$CACHE_DIR/bin"
+	GOBIN="$CACHE_DIR/gobin" go install "sigs.k8s.io/kustomize/kustomize/v5@$KUSTOMIZE_VERSION"
+	mv "$CACHE_DIR/gobin/kustomize" "$kustomize"
+fi
+export CF_TEST_KUSTOMIZE_BIN="$kustomize"
 
 step "gofmt"
 unformatted=$(git ls-files -z '*.go' | xargs -0 gofmt -l)

@@ -81,3 +81,34 @@ func promtoolCheck(t *testing.T, exposition string) {
 		t.Errorf("promtool check metrics: %v\n%s", err, out)
 	}
 }
+
+func TestDashboardsCommand(t *testing.T) {
+	dir := t.TempDir()
+	out, kube := filepath.Join(dir, "out"), filepath.Join(dir, "kube")
+	code, stdout, stderr := runCLI("dashboards", "--out", out, "--kubernetes-out", kube)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	for _, want := range []string{
+		filepath.Join(out, "chimeraforge-overview.json"), filepath.Join(out, "chimeraforge.rules.yml"),
+		filepath.Join(kube, "prometheusrule.yaml"), filepath.Join(kube, "grafana-dashboards.yaml"),
+	} {
+		if !strings.Contains(stdout, want+"\n") {
+			t.Errorf("stdout does not list %s:\n%s", want, stdout)
+		}
+		if _, err := os.Stat(want); err != nil {
+			t.Error(err)
+		}
+	}
+	if code, _, stderr := runCLI("dashboards"); code != 2 || !strings.Contains(stderr, "--out") {
+		t.Errorf("without --out: exit %d, %q; want 2 naming --out", code, stderr)
+	}
+	// A file where the directory should be: exit 1 naming it.
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, stderr := runCLI("dashboards", "--out", filepath.Join(file, "x")); code != 1 || !strings.Contains(stderr, file) {
+		t.Errorf("unwritable --out: exit %d, %q", code, stderr)
+	}
+}

@@ -5,6 +5,8 @@
 //	chimeraforge sim                   the Ollama simulator alone
 //	chimeraforge config check FILE     validate a configuration
 //	chimeraforge dashboards --out DIR  write the Grafana dashboards and Prometheus rules
+//	  [--kubernetes-out DIR]          and their Kubernetes wrappers
+//	chimeraforge health [--url URL]    probe a daemon's /healthz (container health checks)
 //	chimeraforge version
 package main
 
@@ -66,6 +68,10 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 	dashCmd := app.Command("dashboards", "Write the Grafana dashboards (JSON) and the Prometheus recording and alerting rules (YAML) into a directory.")
 	dashOut := dashCmd.Flag("out", "Directory to write into (created if missing).").Required().String()
+	dashKube := dashCmd.Flag("kubernetes-out", "Also write the rules as a Prometheus Operator PrometheusRule and the dashboards as a ConfigMap for Grafana's sidecar into this directory.").String()
+
+	healthCmd := app.Command("health", "GET a daemon's /healthz (or --url) once: exit 0 on 200 OK, else 1 with the reason on stderr. For container health checks: the image has no shell or curl.")
+	ho := registerHealthFlags(healthCmd)
 
 	versionCmd := app.Command("version", "Print the version.")
 
@@ -87,7 +93,9 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case showCmd.FullCommand():
 		err = configShow(*showFile, *showSets, stdout)
 	case dashCmd.FullCommand():
-		err = writeDashboards(*dashOut, stdout)
+		err = writeDashboards(*dashOut, *dashKube, stdout)
+	case healthCmd.FullCommand():
+		err = runHealth(ctx, ho)
 	case versionCmd.FullCommand():
 		fmt.Fprintln(stdout, version.Print("chimeraforge"))
 	}
