@@ -74,4 +74,7 @@ step "go test -race"
 # missing here: a skip would hide a broken install step. (Not CHIMERAFORGE_*:
 # every variable with that prefix is read as a configuration key.)
 export CF_TEST_REQUIRE_TOOLS=1
-go test -race ./...
+# One package at a time: the efficiency tests compare a solo baseline with a
+# concurrent run on the same CPUs, and another package's tests (promtool,
+# builds, simulators) running beside one of the two skews the comparison.
+go test -race -p 1 ./...
