@@ -27,6 +27,9 @@ const (
 	DefaultFirstTokenTimeout = 2 * time.Minute
 	DefaultIdleTimeout       = time.Minute
 	DefaultRequestTimeout    = 10 * time.Minute
+	DefaultRetryMaxAttempts  = 3
+	DefaultRetryBackoffMin   = 250 * time.Millisecond
+	DefaultRetryBackoffMax   = 30 * time.Second
 
 	DefaultAPI      = APIChat
 	DefaultBalance  = BalanceRoundRobin // for agents with more than one target
@@ -100,6 +103,10 @@ func (t *Target) setDefaults(path string, set isSet) {
 	setDefault(set, p+".first_token", &t.Timeouts.FirstToken, DefaultFirstTokenTimeout)
 	setDefault(set, p+".idle", &t.Timeouts.Idle, DefaultIdleTimeout)
 	setDefault(set, p+".request", &t.Timeouts.Request, DefaultRequestTimeout)
+	p = path + ".retry"
+	setDefault(set, p+".max_attempts", &t.Retry.MaxAttempts, DefaultRetryMaxAttempts)
+	setDefault(set, p+".backoff_min", &t.Retry.BackoffMin, DefaultRetryBackoffMin)
+	setDefault(set, p+".backoff_max", &t.Retry.BackoffMax, DefaultRetryBackoffMax)
 }
 
 func (a *Agent) setDefaults(path string, set isSet) {

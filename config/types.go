@@ -57,6 +57,7 @@ type Target struct {
 	URL         string            `koanf:"url"`
 	Headers     map[string]Secret `koanf:"headers"`
 	Timeouts    Timeouts          `koanf:"timeouts"`
+	Retry       Retry             `koanf:"retry"`
 	NumParallel int               `koanf:"num_parallel"`
 	// PollInterval is how often the target's /api/version and /api/ps are
 	// read for the Ollama state metrics and to notice an upgrade.
@@ -69,6 +70,22 @@ type Timeouts struct {
 	FirstToken time.Duration `koanf:"first_token"`
 	Idle       time.Duration `koanf:"idle"`
 	Request    time.Duration `koanf:"request"`
+}
+
+// Retry bounds how a failing target is retried and backed off. A request
+// that failed before the server streamed anything (connection failed, 429,
+// 5xx) is sent again, up to MaxAttempts attempts in all; while a target
+// keeps failing, every request to it waits a growing, jittered backoff
+// between BackoffMin and BackoffMax, shared by every agent and replica that
+// uses the target.
+type Retry struct {
+	// MaxAttempts is the attempts per workflow step at most; 1 never
+	// retries.
+	MaxAttempts int `koanf:"max_attempts"`
+	// BackoffMin is the first backoff of a failing target; each further
+	// failure doubles it, up to BackoffMax.
+	BackoffMin time.Duration `koanf:"backoff_min"`
+	BackoffMax time.Duration `koanf:"backoff_max"`
 }
 
 // Secret is a header value given inline, read from an environment variable

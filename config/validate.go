@@ -168,6 +168,7 @@ func (t *Target) validate(c *checker, path string) {
 	c.name("target", path+".name", t.Name)
 	t.validateURL(c, path+".url")
 	t.Timeouts.validate(c, path+".timeouts")
+	t.Retry.validate(c, path+".retry")
 	if t.NumParallel < 1 {
 		c.addf(path+".num_parallel", "must be >= 1, got %d", t.NumParallel)
 	}
@@ -211,6 +212,23 @@ func (t *Timeouts) validate(c *checker, path string) {
 	c.positive(path+".first_token", t.FirstToken)
 	c.positive(path+".idle", t.Idle)
 	c.positive(path+".request", t.Request)
+}
+
+// MaxRetryAttempts bounds targets[].retry.max_attempts, so that a failing
+// target is never sent one request more than a few times.
+const MaxRetryAttempts = 10
+
+func (r *Retry) validate(c *checker, path string) {
+	switch {
+	case r.MaxAttempts < 1:
+		c.addf(path+".max_attempts", "must be >= 1 (1 sends each request once), got %d", r.MaxAttempts)
+	case r.MaxAttempts > MaxRetryAttempts:
+		c.addf(path+".max_attempts", "must be <= %d, got %d", MaxRetryAttempts, r.MaxAttempts)
+	}
+	c.positive(path+".backoff_min", r.BackoffMin)
+	if r.BackoffMin > 0 && r.BackoffMax < r.BackoffMin {
+		c.addf(path+".backoff_max", "must be >= backoff_min (%s), got %s", r.BackoffMin, r.BackoffMax)
+	}
 }
 
 func (a *Agent) validate(c *checker, path string) {

@@ -14,11 +14,24 @@ import (
 	"github.com/chimeraforge/chimeraforge/observe"
 )
 
-// Failed runs of a closed-loop replica back off exponentially, with jitter,
-// so that a server that is down is not hammered by every replica at once.
+// A closed-loop replica whose run failed for a reason of its own (a missing
+// model, a bad request, a broken stream: not a fault of its target, which
+// the target's shared gate paces) backs off exponentially, with jitter, so
+// that a failing agent does not spin.
 const (
 	backoffMin = 250 * time.Millisecond
 	backoffMax = 30 * time.Second
+)
+
+// runResult is how a workflow run ended, for the loop that started it.
+type runResult int
+
+const (
+	runOK         runResult = iota // every step succeeded
+	runFailed                      // a step failed for a reason of the agent or the request
+	runFailedOn                    // a step failed on a fault of its target: its gate paces what follows
+	runCanceled                    // the run's context ended
+	runNotStarted                  // start ended before the run sent anything: not recorded
 )
 
 // agentRunner runs one agent of one workload: it owns the targets the agent
@@ -90,10 +103,125 @@ func (ar *agentRunner) pick() int {
 	return int((ar.rr.Add(1) - 1) % uint64(n))
 }
 
+// admit picks the target of the next attempt — by the agent's balance,
+// among the targets whose gate admits it now, so that a healthy target of
+// the agent keeps working while another backs off — and waits while none
+// does. It returns false when ctx ends first.
+func (ar *agentRunner) admit(ctx context.Context) (int, ticket, bool) {
+	n := len(ar.targets)
+	for {
+		now := time.Now()
+		first := ar.pick()
+		var soonest time.Time
+		var wakes []<-chan struct{}
+		for k := range n {
+			i := (first + k) % n
+			tk, ok, until, wake := ar.targets[i].gate.enter(now)
+			if ok {
+				return i, tk, true
+			}
+			if !until.IsZero() && (soonest.IsZero() || until.Before(soonest)) {
+				soonest = until
+			}
+			wakes = append(wakes, wake)
+		}
+		if !waitGates(ctx, soonest, wakes) {
+			return 0, ticket{}, false
+		}
+	}
+}
+
+// stepResult is how one workflow step ended: its last attempt.
+type stepResult struct {
+	out   string
+	obs   observe.Request // the last attempt; zero when none was sent
+	ti    int             // the target of the last attempt
+	err   error
+	sent  bool // an attempt was sent
+	fault bool // the last attempt failed on a fault of its target
+	// canceled: ctx ended while a retry waited for its target.
+	canceled bool
+}
+
+// step sends one workflow step and sends it again, up to the target's
+// retry.max_attempts in all, while it fails where nothing was generated yet
+// (see retryable). Every attempt is a request of its own, recorded with its
+// outcome; each re-send is counted as a retry of the attempt it follows.
+// The first attempt waits for a target to admit it (the targets' backoff)
+// until wait ends; a retry waits at most the failed target's
+// retry.backoff_max, or the step ends with the attempt that failed, so that
+// a run against a target that is down ends too.
+func (ar *agentRunner) step(ctx, wait context.Context, i int, spec callSpec) stepResult {
+	var r stepResult
+	var again observe.Recorder // the recorder of the attempt being sent again
+	var why observe.Reason
+	for attempt := 1; ; attempt++ {
+		wctx, cancel := wait, context.CancelFunc(func() {})
+		if again != nil {
+			wctx, cancel = context.WithTimeout(ctx, ar.targets[r.ti].cfg.Retry.BackoffMax)
+		}
+		ti, tk, ok := ar.admit(wctx)
+		cancel()
+		if !ok {
+			r.canceled = r.sent && ctx.Err() != nil
+			return r
+		}
+		if again != nil {
+			again.Retried(why)
+		}
+		tg, sr := ar.targets[ti], &ar.recs[ti][i]
+		obs := observe.Request{Labels: sr.labels}
+		first := !ar.seen[ti].Swap(true)
+		out, err := call(ctx, tg, spec, sr.rec, &obs, ar.thresholds, first)
+		if first && obs.Status == 0 && obs.Reason == observe.ReasonConnect {
+			ar.seen[ti].Store(false) // the server never saw it: the next one is still the first
+		}
+		r = stepResult{out: out, obs: obs, ti: ti, err: err, sent: true, fault: ar.settle(tg, tk, &obs)}
+		if attempt >= tg.cfg.Retry.MaxAttempts || !retryable(&obs, err) || ctx.Err() != nil {
+			return r
+		}
+		ar.log.Debug("retrying request", zap.String("step", obs.Step), zap.String("target", obs.Target),
+			zap.String("reason", string(obs.Reason)), zap.Int("attempt", attempt), zap.Error(err))
+		again, why = sr.rec, obs.Reason
+	}
+}
+
+// Log a target's failing streak from its second window on: a single fault
+// among successes (one 503 on a busy server) is not a streak.
+const warnAtWindow = 2
+
+// settle tells the target's gate how an attempt ended, logs the target's
+// failing streaks once each, and reports whether the attempt failed on a
+// fault of the target.
+func (ar *agentRunner) settle(t *target, tk ticket, obs *observe.Request) bool {
+	switch {
+	case obs.Outcome == observe.OutcomeSuccess:
+		if t.gate.succeeded() >= warnAtWindow {
+			t.log.Info("target serving again")
+		}
+		return false
+	case targetFault(obs):
+		if opened, n, d := t.gate.fault(tk, time.Now()); opened {
+			lvl := zap.DebugLevel
+			if n == warnAtWindow {
+				lvl = zap.WarnLevel
+			}
+			t.log.Log(lvl, "target failing; every request to it backs off", zap.String("reason", string(obs.Reason)),
+				zap.Int("status", obs.Status), zap.Int("window", n), zap.Duration("backoff", d))
+		}
+		return true
+	default:
+		t.gate.release(tk)
+		return false
+	}
+}
+
 // runOnce runs the agent's workflow once, step after step, and records the
-// run. It reports whether every step succeeded.
-func (ar *agentRunner) runOnce(ctx context.Context, replica int, runNo uint64) bool {
-	start := time.Now()
+// run. Waits for its targets' backoff end with ctx; before its first request
+// they also end with start, and the run is then dropped unrecorded: a run
+// that never sent anything did not start.
+func (ar *agentRunner) runOnce(ctx, start context.Context, replica int, runNo uint64) runResult {
+	began := time.Now()
 	a := ar.agent
 	data := config.TemplateData{
 		Outputs: make(map[string]string, len(a.Workflow)),
@@ -104,6 +232,7 @@ func (ar *agentRunner) runOnce(ctx context.Context, replica int, runNo uint64) b
 	}
 	var history []api.Message
 	run := observe.Run{Workload: ar.workload, Agent: a.Name, Outcome: observe.OutcomeSuccess}
+	result, wait := runOK, start
 	for i := range a.Workflow {
 		step := &a.Workflow[i]
 		data.Step = step.Name
@@ -112,25 +241,38 @@ func (ar *agentRunner) runOnce(ctx context.Context, replica int, runNo uint64) b
 			// Validation executed every template once; a failure here is
 			// data-dependent. Count the run as failed, never the process.
 			ar.log.Warn("render prompt", zap.String("step", step.Name), zap.Error(err))
-			run.Outcome = observe.OutcomeError
+			run.Outcome, result = observe.OutcomeError, runFailed
 			break
 		}
-		ti := ar.pick()
 		spec := newCallSpec(a, ar.opts, step.System, prompt, history)
-		sr := &ar.recs[ti][i]
-		obs := observe.Request{Labels: sr.labels}
-		first := !ar.seen[ti].Swap(true)
-		out, err := call(ctx, ar.targets[ti], spec, sr.rec, &obs, ar.thresholds, first)
+		r := ar.step(ctx, wait, i, spec)
+		if !r.sent {
+			if i == 0 {
+				return runNotStarted
+			}
+			run.Outcome, result = observe.OutcomeCanceled, runCanceled
+			break
+		}
+		wait = ctx
+		obs, out := &r.obs, r.out
+		if r.canceled {
+			run.Outcome, result = observe.OutcomeCanceled, runCanceled
+			break
+		}
 		if obs.Outcome != observe.OutcomeSuccess {
-			run.Outcome = obs.Outcome
+			run.Outcome, result = obs.Outcome, runCanceled
 			if obs.Outcome == observe.OutcomeError {
-				ar.noteFailure(obs.Labels, obs.Reason, err)
+				result = runFailed
+				if r.fault {
+					result = runFailedOn
+				}
+				ar.noteFailure(obs.Labels, obs.Reason, r.err)
 			}
 			break
 		}
 		run.Steps++
 		if t := ar.tally.Load(); t != nil {
-			t.tokens[ti] += obs.EvalCount
+			t.tokens[r.ti] += obs.EvalCount
 		}
 		data.Outputs[step.Name] = out
 		data.Previous = out
@@ -143,12 +285,12 @@ func (ar *agentRunner) runOnce(ctx context.Context, replica int, runNo uint64) b
 				api.Message{Role: "assistant", Content: out})
 		}
 	}
-	run.Duration = time.Since(start)
+	run.Duration = time.Since(began)
 	ar.sink.RunFinished(run)
 	if run.Outcome == observe.OutcomeSuccess {
 		ar.noteSuccess()
 	}
-	return run.Outcome == observe.OutcomeSuccess
+	return result
 }
 
 // noteFailure logs the first failure after a success at warn level and the
@@ -179,8 +321,9 @@ func (ar *agentRunner) noteSuccess() {
 // closedLoop is one replica of a closed-loop workload: run, think, repeat,
 // until arrivals ends; a run in progress then finishes unless runCtx ends.
 // Each run holds gate, which a calibration takes to pause the replica.
-// After a failed run it waits a growing, jittered backoff instead of the
-// think time.
+// After a run that failed for a reason of its own it waits a growing,
+// jittered backoff instead of the think time; after one that failed on a
+// fault of its target, the target's shared gate paces the next run.
 func (ar *agentRunner) closedLoop(arrivals, runCtx context.Context, gate sync.Locker, replica int) {
 	var runNo uint64
 	backoff := time.Duration(0)
@@ -193,14 +336,17 @@ func (ar *agentRunner) closedLoop(arrivals, runCtx context.Context, gate sync.Lo
 		}
 		runNo++
 		wait := ar.agent.ThinkTime
-		ok := ar.runOnce(runCtx, replica, runNo)
+		res := ar.runOnce(runCtx, arrivals, replica, runNo)
 		gate.Unlock()
-		if ok {
+		switch res {
+		case runOK:
 			backoff = 0
-		} else {
+		case runFailed, runCanceled:
 			backoff = min(backoffMax, max(backoffMin, 2*backoff))
 			// Half fixed, half random: bounded and spread out.
 			wait = max(wait, backoff/2+time.Duration(rng.Int64N(int64(backoff/2)+1)))
+		case runNotStarted:
+			runNo--
 		}
 		if !sleep(arrivals, wait) {
 			return
@@ -236,7 +382,7 @@ type tokenTally struct {
 // The baseline is server-reported generated tokens per wall-clock second.
 func (ar *agentRunner) calibrate(ctx context.Context, cfg config.Calibration) observe.Calibration {
 	c := observe.Calibration{Workload: ar.workload, Agent: ar.agent.Name, Model: ar.agent.Model}
-	if !ar.runOnce(ctx, 0, 0) {
+	if ar.runOnce(ctx, ctx, 0, 0) != runOK {
 		c.At = time.Now()
 		return c
 	}
@@ -247,7 +393,7 @@ func (ar *agentRunner) calibrate(ctx context.Context, cfg config.Calibration) ob
 	deadline := start.Add(cfg.MaxDuration)
 	c.OK = true
 	for c.Runs < cfg.Runs {
-		if !ar.runOnce(ctx, 0, uint64(c.Runs+1)) {
+		if ar.runOnce(ctx, ctx, 0, uint64(c.Runs+1)) != runOK {
 			c.OK = false
 			break
 		}

@@ -57,6 +57,10 @@ const (
 	phaseIdle
 )
 
+// streamKey carries a call's *stream in its request context, for the
+// target's transport to note the answer's status in.
+type streamKey struct{}
+
 func (s *stream) onChunk(content, thinking string, done bool, m *api.Metrics) {
 	now := time.Now()
 	s.chunked = true
@@ -115,6 +119,7 @@ func call(ctx context.Context, t *target, spec callSpec, rec observe.Recorder, o
 	defer watch.Stop()
 
 	s := &stream{rec: rec, watch: watch, idle: tm.Idle, phase: &phase, obs: obs}
+	cctx = context.WithValue(cctx, streamKey{}, s)
 	s.start = time.Now()
 	var err error
 	switch {
@@ -134,7 +139,9 @@ func call(ctx context.Context, t *target, spec callSpec, rec observe.Recorder, o
 
 	obs.Outcome, obs.Reason = classify(ctx, cctx, err, s)
 	if obs.Outcome == observe.OutcomeSuccess {
-		obs.QueueWait = max(0, obs.TimeToFirst-(obs.LoadDuration+obs.PromptEvalDuration))
+		// Negative server-reported durations are ignored, as everywhere:
+		// the queue wait is never more than the time to first token.
+		obs.QueueWait = max(0, obs.TimeToFirst-(max(0, obs.LoadDuration)+max(0, obs.PromptEvalDuration)))
 		obs.ModelReload = !firstOnTarget && obs.LoadDuration > th.modelReload
 		obs.QueueWaited = obs.QueueWait > th.queueWait
 	}
@@ -172,6 +179,13 @@ func classify(parent, cctx context.Context, err error, s *stream) (observe.Outco
 		return observe.OutcomeError, classifyErr(err, s.chunked)
 	}
 	if !s.obs.Done {
+		if s.obs.Status >= http.StatusBadRequest {
+			// An error answer without a body: the client reads no line
+			// and reports nothing; the transport saw the status.
+			return observe.OutcomeError, statusReason(s.obs.Status, "")
+		}
+		// Ended early, broke, or a line longer than the client's
+		// buffer: the client stops reading without an error.
 		return observe.OutcomeError, observe.ReasonStreamBroken
 	}
 	return observe.OutcomeSuccess, observe.ReasonNone
@@ -181,12 +195,15 @@ func classifyErr(err error, chunked bool) observe.Reason {
 	var se api.StatusError
 	var ae api.AuthorizationError
 	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	var tp *time.ParseError
 	switch {
 	case errors.As(err, &se):
 		return statusReason(se.StatusCode, se.ErrorMessage)
 	case errors.As(err, &ae):
 		return observe.ReasonHTTP4xx
-	case errors.As(err, &syn):
+	case errors.As(err, &syn), errors.As(err, &typ), errors.As(err, &tp):
+		// A JSON line that does not decode into Ollama's response type.
 		return observe.ReasonStreamBroken
 	case isNetErr(err) && chunked:
 		return observe.ReasonStreamBroken

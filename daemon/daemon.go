@@ -223,7 +223,9 @@ func (d *Daemon) apply(cfg *config.Config, initial bool) error {
 		if err != nil {
 			return fmt.Errorf("target %s: %w", tc.Name, err)
 		}
-		targets[tc.Name] = newTarget(tc, base)
+		t := newTarget(tc, base)
+		t.log = d.log.With(zap.String("target", tc.Name))
+		targets[tc.Name] = t
 	}
 	for name, t := range d.targets {
 		if targets[name] != t {

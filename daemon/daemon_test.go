@@ -26,7 +26,9 @@ type recordingSink struct {
 	mu         sync.Mutex
 	recorders  map[observe.Labels]int // Recorder calls by label set
 	started    map[observe.Labels]int
+	startedAt  []time.Time // when each request started, in order
 	saturated  map[observe.Labels]int
+	retried    map[observe.Labels]map[observe.Reason]int
 	gaps       int
 	requests   []observe.Request
 	mislabeled int // requests whose labels are not their recorder's
@@ -46,7 +48,7 @@ type recordingSink struct {
 
 func newRecordingSink() *recordingSink {
 	return &recordingSink{recorders: map[observe.Labels]int{}, started: map[observe.Labels]int{},
-		saturated: map[observe.Labels]int{}, active: map[string]int{}}
+		saturated: map[observe.Labels]int{}, active: map[string]int{}, retried: map[observe.Labels]map[observe.Reason]int{}}
 }
 
 type sinkRecorder struct {
@@ -111,6 +113,7 @@ func (r sinkRecorder) Started(saturated bool) {
 	r.s.mu.Lock()
 	defer r.s.mu.Unlock()
 	r.s.started[r.l]++
+	r.s.startedAt = append(r.s.startedAt, time.Now())
 	if saturated {
 		r.s.saturated[r.l]++
 	}
@@ -119,6 +122,14 @@ func (r sinkRecorder) TokenGap(time.Duration) {
 	r.s.mu.Lock()
 	defer r.s.mu.Unlock()
 	r.s.gaps++
+}
+func (r sinkRecorder) Retried(reason observe.Reason) {
+	r.s.mu.Lock()
+	defer r.s.mu.Unlock()
+	if r.s.retried[r.l] == nil {
+		r.s.retried[r.l] = map[observe.Reason]int{}
+	}
+	r.s.retried[r.l][reason]++
 }
 func (r sinkRecorder) Finished(q *observe.Request) {
 	r.s.mu.Lock()
@@ -439,4 +450,46 @@ func TestSlotSaturation(t *testing.T) {
 	if fmt.Sprint(got) != "[false false true true]" {
 		t.Errorf("saturation with num_parallel 2: %v, want [false false true true]", got)
 	}
+}
+
+// A scrape reads the simulated GPUs while a reload or shutdown holds the
+// daemon's lock to drain workloads: it must not wait for the drain.
+func TestSimulatedGPUsDoNotWaitForTheDaemonLock(t *testing.T) {
+	cfg := mustConfig(t, fmt.Sprintf(simBase, 40, 1, 0, "1s", 1, "10s", "10s")+`
+agents:
+  - {name: a, target: s, model: sim-tiny, options: {num_predict: 5}, workflow: [{name: ask, prompt: hi}]}
+workloads:
+  - name: w
+    agents: [{agent: a}]
+    calibration: {at_start: false}
+`)
+	dm := New(cfg, newRecordingSink(), zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- dm.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for len(dm.SimulatedGPUs()) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no simulated GPU within 5s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	dm.mu.Lock()
+	got := make(chan []SimulatedGPU, 1)
+	go func() { got <- dm.SimulatedGPUs() }()
+	select {
+	case g := <-got:
+		if len(g) != 1 || len(g[0].Instances) != 1 || g[0].Instances[0].Name != "s" {
+			t.Errorf("SimulatedGPUs = %+v, want one GPU with instance s", g)
+		}
+	case <-time.After(2 * time.Second):
+		t.Error("SimulatedGPUs waited for the daemon's lock")
+	}
+	dm.mu.Unlock()
 }

@@ -226,22 +226,27 @@ type promptLog struct {
 
 var promptMark = regexp.MustCompile(`from (\w+) replica (\d+)`)
 
+// wrap records the prompts of the chat requests next answered while their
+// client stayed: a request canceled by a reload can reach the server after
+// the reload, and is not a run of the new configuration.
 func (p *promptLog) wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/api/chat" {
-			body, err := io.ReadAll(r.Body)
-			if err != nil {
-				http.Error(w, err.Error(), http.StatusBadRequest)
-				return
-			}
-			r.Body = io.NopCloser(bytes.NewReader(body))
-			if m := promptMark.FindSubmatch(body); m != nil {
-				p.mu.Lock()
-				p.seen[string(m[1])+"/"+string(m[2])]++
-				p.mu.Unlock()
-			}
+		if r.URL.Path != "/api/chat" {
+			next.ServeHTTP(w, r)
+			return
 		}
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
 		next.ServeHTTP(w, r)
+		if m := promptMark.FindSubmatch(body); m != nil && r.Context().Err() == nil {
+			p.mu.Lock()
+			p.seen[string(m[1])+"/"+string(m[2])]++
+			p.mu.Unlock()
+		}
 	})
 }
 

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -19,7 +20,11 @@ import (
 // simHost runs the embedded simulators a configuration declares, each on
 // its own loopback port.
 type simHost struct {
-	log       *zap.Logger
+	log *zap.Logger
+	// mu guards instances only, never held while a simulator starts or
+	// stops: a scrape reading the simulated GPUs must not wait for a
+	// reload or a shutdown to drain the simulators' streams.
+	mu        sync.RWMutex
 	instances map[string]*runningSim
 }
 
@@ -100,14 +105,18 @@ func (h *simHost) replace(ctx context.Context, s config.Simulation) error {
 				h.log.Error("simulator stopped", zap.String("simulator", ic.Name), zap.Error(err))
 			}
 		}()
+		h.mu.Lock()
 		h.instances[ic.Name] = rs
+		h.mu.Unlock()
 		h.log.Info("simulator started", zap.String("simulator", ic.Name), zap.String("address", rs.addr), zap.String("gpu", ic.GPU))
 	}
 	return nil
 }
 
 func (h *simHost) addr(name string) (string, bool) {
+	h.mu.RLock()
 	rs, ok := h.instances[name]
+	h.mu.RUnlock()
 	if !ok {
 		return "", false
 	}
@@ -117,6 +126,8 @@ func (h *simHost) addr(name string) (string, bool) {
 // server returns the running simulator name, for tests that compare what it
 // sent with what the daemon measured.
 func (h *simHost) server(name string) *ollamasim.Server {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
 	if rs, ok := h.instances[name]; ok {
 		return rs.srv
 	}
@@ -125,13 +136,16 @@ func (h *simHost) server(name string) *ollamasim.Server {
 
 // closeAll stops every simulator: gracefully until ctx ends, then at once.
 func (h *simHost) closeAll(ctx context.Context) {
-	for name, rs := range h.instances {
+	h.mu.Lock()
+	running := h.instances
+	h.instances = map[string]*runningSim{}
+	h.mu.Unlock()
+	for _, rs := range running {
 		if err := rs.http.Shutdown(ctx); err != nil {
 			_ = rs.http.Close()
 		}
 		<-rs.done
 		rs.srv.Close()
-		delete(h.instances, name)
 	}
 }
 
@@ -161,17 +175,22 @@ type SimulatedInstance struct {
 // SimulatedGPUs returns the running simulated GPUs in a stable order (by
 // name); instances without a GPU of their own name each have a private one.
 func (d *Daemon) SimulatedGPUs() []SimulatedGPU {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	// Not d.mu: it is held while a reload or shutdown drains workloads.
+	d.sims.mu.RLock()
+	servers := make(map[string]*ollamasim.Server, len(d.sims.instances))
+	for name, rs := range d.sims.instances {
+		servers[name] = rs.srv
+	}
+	d.sims.mu.RUnlock()
 	byGPU := map[*ollamasim.GPU]*SimulatedGPU{}
 	var order []*ollamasim.GPU
-	names := make([]string, 0, len(d.sims.instances))
-	for name := range d.sims.instances {
+	names := make([]string, 0, len(servers))
+	for name := range servers {
 		names = append(names, name)
 	}
 	slices.Sort(names)
 	for _, name := range names {
-		srv := d.sims.instances[name].srv
+		srv := servers[name]
 		g := srv.GPU()
 		sg, ok := byGPU[g]
 		if !ok {

@@ -11,13 +11,15 @@ import (
 
 	"github.com/ollama/ollama/api"
 	"github.com/prometheus/common/version"
+	"go.uber.org/zap"
 
 	"github.com/chimeraforge/chimeraforge/config"
 )
 
 // target is one Ollama server as the daemon sees it: a client bound to its
-// URL, headers and connect timeout, and the number of requests this daemon
-// has in flight to it (for slot saturation and least_in_flight balancing).
+// URL, headers and connect timeout, the number of requests this daemon has
+// in flight to it (for slot saturation and least_in_flight balancing), and
+// the backoff shared by everything that sends to it.
 type target struct {
 	name        string
 	url         *url.URL
@@ -26,6 +28,8 @@ type target struct {
 	transport   *http.Transport
 	numParallel int64
 	inFlight    atomic.Int64
+	gate        *gate
+	log         *zap.Logger // logs the target's failing streaks, once each
 
 	stopPolling context.CancelFunc
 
@@ -49,7 +53,8 @@ func newTarget(cfg config.Target, base *url.URL) *target {
 		headers.Set(k, v.Resolved())
 	}
 	headers.Set("User-Agent", "chimeraforge/"+version.Version)
-	hc := &http.Client{Transport: headerTransport{next: tr, headers: headers}}
+	g := newGate(cfg.Name, cfg.Retry.BackoffMin, cfg.Retry.BackoffMax)
+	hc := &http.Client{Transport: headerTransport{next: tr, headers: headers, gate: g}}
 	return &target{
 		name:        cfg.Name,
 		url:         base,
@@ -57,6 +62,8 @@ func newTarget(cfg config.Target, base *url.URL) *target {
 		client:      api.NewClient(base, hc),
 		transport:   tr,
 		numParallel: int64(cfg.NumParallel),
+		gate:        g,
+		log:         zap.NewNop(),
 	}
 }
 
@@ -91,16 +98,33 @@ func (t *target) close() {
 }
 
 // headerTransport adds the target's configured headers (auth proxies) and
-// our User-Agent to every request.
+// our User-Agent to every request. For the requests of a call it also
+// notes the status of the answer, which the Ollama client does not report
+// when an error answer has no body, and opens the target's gate as soon as
+// the target answers with a status that is not a fault.
 type headerTransport struct {
 	next    http.RoundTripper
 	headers http.Header
+	gate    *gate
 }
 
 func (h headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	r = r.Clone(r.Context())
+	ctx := r.Context()
+	r = r.Clone(ctx)
 	for k, v := range h.headers {
 		r.Header[k] = v
 	}
-	return h.next.RoundTrip(r)
+	resp, err := h.next.RoundTrip(r)
+	if err != nil {
+		return resp, err
+	}
+	// http.Client calls RoundTrip on the caller's goroutine: the call that
+	// owns s reads what is written here after the client returns.
+	if s, ok := ctx.Value(streamKey{}).(*stream); ok {
+		s.obs.Status = resp.StatusCode
+		if !faultStatus(resp.StatusCode) {
+			h.gate.answered()
+		}
+	}
+	return resp, nil
 }

@@ -262,7 +262,7 @@ func (w *workloadRunner) openLoop(arrivals, runCtx context.Context) {
 			defer func() { <-inFlight }()
 			w.runs.RLock()
 			defer w.runs.RUnlock()
-			ar.runOnce(runCtx, 0, no)
+			ar.runOnce(runCtx, arrivals, 0, no)
 		})
 		w.started.Store(true)
 	}

@@ -61,6 +61,7 @@ func fullRegistry(t testing.TB) *prometheus.Registry {
 	rec := m.Recorder(testLabels)
 	rec.Started(true)
 	rec.TokenGap(30 * time.Millisecond)
+	rec.Retried(observe.ReasonConnect)
 	rec.Finished(&observe.Request{
 		Labels: testLabels, Outcome: observe.OutcomeSuccess, Duration: time.Second, FirstToken: true,
 		TimeToFirst: 200 * time.Millisecond, QueueWait: 10 * time.Millisecond, Done: true,
@@ -123,7 +124,7 @@ func TestMetricsDocMatchesRegistry(t *testing.T) {
 func TestNameConstantsDocumented(t *testing.T) {
 	doc := parseMetricsDoc(t, metricsDoc)
 	for _, name := range []string{
-		MetricRequestsTotal, MetricRequestErrorsTotal, MetricGeneratedTokensTotal, MetricPromptTokensTotal,
+		MetricRequestsTotal, MetricRequestErrorsTotal, MetricRequestRetriesTotal, MetricGeneratedTokensTotal, MetricPromptTokensTotal,
 		MetricEvalDurationSecondsTotal, MetricPromptEvalDurationSecondsTotal, MetricLoadDurationSecondsTotal,
 		MetricContentionEventsTotal, MetricAgentRunsTotal, MetricArrivalsDroppedTotal,
 		MetricTimeToFirstTokenSeconds, MetricInterTokenLatencySeconds, MetricRequestDurationSeconds,

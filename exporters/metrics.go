@@ -59,6 +59,7 @@ var (
 	outcomeLabels    = []string{LabelWorkload, LabelAgent, LabelTarget, LabelModel, LabelStep, LabelOutcome}
 	reasonLabels     = []string{LabelWorkload, LabelAgent, LabelTarget, LabelModel, LabelStep, LabelReason}
 	contentionLabels = []string{LabelWorkload, LabelAgent, LabelTarget, LabelStep, LabelKind}
+	retryLabels      = []string{LabelWorkload, LabelAgent, LabelTarget, LabelStep, LabelReason}
 	inFlightLabels   = []string{LabelWorkload, LabelAgent, LabelTarget}
 	baselineLabels   = []string{LabelWorkload, LabelAgent, LabelTarget, LabelModel}
 	runLabels        = []string{LabelWorkload, LabelAgent, LabelOutcome}
@@ -72,8 +73,9 @@ var (
 type Metrics struct {
 	requests        *prometheus.CounterVec
 	errors          *prometheus.CounterVec
-	generatedTokens *prometheus.CounterVec
-	promptTokens    *prometheus.CounterVec
+	retries         *prometheus.CounterVec
+	generatedTokens *countVec // server-reported counts: see countVec
+	promptTokens    *countVec
 	evalSeconds     *prometheus.CounterVec
 	promptEvalSecs  *prometheus.CounterVec
 	loadSeconds     *prometheus.CounterVec
@@ -118,14 +120,14 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: MetricRequestErrorsTotal,
 			Help: "Ollama requests that did not succeed, by reason (canceled requests count as reason canceled).",
 		}, reasonLabels),
-		generatedTokens: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: MetricGeneratedTokensTotal,
-			Help: "Tokens generated, as reported by the server (sum of eval_count).",
-		}, requestLabels),
-		promptTokens: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: MetricPromptTokensTotal,
-			Help: "Prompt tokens evaluated, as reported by the server (sum of prompt_eval_count).",
-		}, requestLabels),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: MetricRequestRetriesTotal,
+			Help: "Failed Ollama requests sent again, by the target and reason of the attempt that failed.",
+		}, retryLabels),
+		generatedTokens: newCountVec(MetricGeneratedTokensTotal,
+			"Tokens generated, as reported by the server (sum of eval_count).", requestLabels),
+		promptTokens: newCountVec(MetricPromptTokensTotal,
+			"Prompt tokens evaluated, as reported by the server (sum of prompt_eval_count).", requestLabels),
 		evalSeconds: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: MetricEvalDurationSecondsTotal,
 			Help: "Time the server spent generating tokens (sum of eval_duration).",
@@ -184,13 +186,13 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m.perAgent = []interface {
 		DeletePartialMatch(prometheus.Labels) int
 	}{
-		m.requests, m.errors, m.generatedTokens, m.promptTokens, m.evalSeconds,
+		m.requests, m.errors, m.retries, m.generatedTokens, m.promptTokens, m.evalSeconds,
 		m.promptEvalSecs, m.loadSeconds, m.contention, m.agentRuns,
 		m.ttft, m.interToken, m.duration, m.queueWait, m.runDuration, m.inFlight,
 	}
 	m.perAgent = append(m.perAgent, m.cal.perAgent()...)
 	err := registerAll(reg, append([]prometheus.Collector{
-		m.requests, m.errors, m.generatedTokens, m.promptTokens, m.evalSeconds,
+		m.requests, m.errors, m.retries, m.generatedTokens, m.promptTokens, m.evalSeconds,
 		m.promptEvalSecs, m.loadSeconds, m.contention, m.agentRuns, m.arrivalsDropped,
 		m.ttft, m.interToken, m.duration, m.queueWait, m.runDuration, m.scheduleDelay,
 		m.inFlight, m.shard}, append(m.cal.collectors(), m.ollama.collectors()...)...)...)
@@ -234,7 +236,8 @@ func describe(c prometheus.Collector) string {
 }
 
 // Recorder returns the recorder of one label set. Its series, for every
-// outcome, reason and contention kind, exist at 0 from this call on, so that
+// outcome, reason and contention kind, and its retries for every reason that
+// may be retried, exist at 0 from this call on, so that
 // rate() works from the first scrape. Calls with equal labels return the
 // same recorder. Recorders that differ only in model or step share their
 // in-flight gauge.
@@ -257,6 +260,7 @@ func (m *Metrics) newRecorder(l observe.Labels) *recorder {
 		failed:         m.requests.WithLabelValues(w, a, t, mo, st, string(observe.OutcomeError)),
 		canceled:       m.requests.WithLabelValues(w, a, t, mo, st, string(observe.OutcomeCanceled)),
 		errs:           make(map[observe.Reason]prometheus.Counter, len(observe.Reasons)),
+		retries:        make(map[observe.Reason]prometheus.Counter, len(observe.RetryReasons)),
 		generated:      m.generatedTokens.WithLabelValues(w, a, t, mo, st),
 		prompt:         m.promptTokens.WithLabelValues(w, a, t, mo, st),
 		evalSeconds:    m.evalSeconds.WithLabelValues(w, a, t, mo, st),
@@ -274,10 +278,16 @@ func (m *Metrics) newRecorder(l observe.Labels) *recorder {
 	for _, reason := range observe.Reasons {
 		r.errs[reason] = m.errors.WithLabelValues(w, a, t, mo, st, string(reason))
 	}
-	// The run and arrival series of the agent and workload start at 0 too.
+	for _, reason := range observe.RetryReasons {
+		r.retries[reason] = m.retries.WithLabelValues(w, a, t, st, string(reason))
+	}
+	// The run and arrival series of the agent and workload start at 0 too,
+	// the run duration included: a run against a target that is down can
+	// take several backoff windows to end.
 	for _, o := range []observe.Outcome{observe.OutcomeSuccess, observe.OutcomeError, observe.OutcomeCanceled} {
 		m.agentRuns.WithLabelValues(w, a, string(o))
 	}
+	m.runDuration.WithLabelValues(w, a)
 	m.arrivalsDropped.WithLabelValues(w)
 	m.cal.active.WithLabelValues(w, a)
 	m.cal.calibrating.WithLabelValues(w)
@@ -337,8 +347,9 @@ type recorder struct {
 
 	success, failed, canceled prometheus.Counter
 	errs                      map[observe.Reason]prometheus.Counter // read-only after creation
+	retries                   map[observe.Reason]prometheus.Counter // observe.RetryReasons; read-only
 
-	generated, prompt                        prometheus.Counter
+	generated, prompt                        *count
 	evalSeconds, promptEvalSecs, loadSeconds prometheus.Counter
 
 	ttft, interToken, duration, queueWait prometheus.Observer
@@ -402,9 +413,19 @@ func (r *recorder) Finished(q *observe.Request) {
 	}
 }
 
+// Retried counts one re-send of a request that failed for reason. The
+// daemon retries only the reasons of observe.RetryReasons; any other reason
+// is not counted, so that the label values stay within that set. It does
+// not allocate.
+func (r *recorder) Retried(reason observe.Reason) {
+	if c, ok := r.retries[reason]; ok {
+		c.Inc()
+	}
+}
+
 // addPositive adds v to c unless it is negative, which a counter refuses
 // with a panic; a misbehaving server must not crash the daemon.
-func addPositive(c prometheus.Counter, v float64) {
+func addPositive(c interface{ Add(float64) }, v float64) {
 	if v > 0 {
 		c.Add(v)
 	}

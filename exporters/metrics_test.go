@@ -3,6 +3,7 @@ package exporters
 import (
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"testing"
 	"time"
@@ -364,6 +365,7 @@ func TestNoAllocations(t *testing.T) {
 		{"Started", func() { rec.Started(true) }},
 		{"Finished success", func() { rec.Finished(q) }},
 		{"Finished error", func() { rec.Finished(qErr) }},
+		{"Retried", func() { rec.Retried(observe.ReasonConnect) }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -392,6 +394,7 @@ func TestRecorderPrecreatesZeroSeries(t *testing.T) {
 	}{
 		{MetricRequestsTotal, steps * len(allOutcomes)},
 		{MetricRequestErrorsTotal, steps * len(observe.Reasons)},
+		{MetricRequestRetriesTotal, steps * len(observe.RetryReasons)},
 		{MetricContentionEventsTotal, steps * len(observe.Contentions)},
 		{MetricGeneratedTokensTotal, steps},
 		{MetricPromptTokensTotal, steps},
@@ -405,7 +408,7 @@ func TestRecorderPrecreatesZeroSeries(t *testing.T) {
 		{MetricInterTokenLatencySeconds, steps},
 		{MetricRequestDurationSeconds, steps},
 		{MetricQueueWaitSeconds, steps},
-		{MetricAgentRunDurationSeconds, 0},
+		{MetricAgentRunDurationSeconds, 1},
 		{MetricScheduleDelaySeconds, 0},
 	}
 	for _, tt := range tests {
@@ -441,9 +444,55 @@ func TestRecorderPrecreatesZeroSeries(t *testing.T) {
 			t.Errorf("no %s{reason=%q}", MetricRequestErrorsTotal, r)
 		}
 	}
+	for _, r := range observe.RetryReasons {
+		if mf := gatherFamily(t, reg, MetricRequestRetriesTotal); !hasLabel(mf.GetMetric(), LabelReason, string(r)) {
+			t.Errorf("no %s{reason=%q}", MetricRequestRetriesTotal, r)
+		}
+	}
 	for _, k := range observe.Contentions {
 		if mf := gatherFamily(t, reg, MetricContentionEventsTotal); !hasLabel(mf.GetMetric(), LabelKind, string(k)) {
 			t.Errorf("no %s{kind=%q}", MetricContentionEventsTotal, k)
+		}
+	}
+}
+
+// TestRetried counts re-sends by the reason of the attempt that failed, on
+// the recorder of that attempt, and nothing for a reason that is never
+// retried: the label values stay within observe.RetryReasons.
+func TestRetried(t *testing.T) {
+	m, reg := newTestMetrics(t)
+	rec := m.Recorder(testLabels)
+	other := testLabels
+	other.Target = "gpu1"
+	m.Recorder(other)
+	for range 3 {
+		rec.Retried(observe.ReasonConnect)
+	}
+	rec.Retried(observe.ReasonQueueFull)
+	rec.Retried(observe.ReasonStreamBroken) // never retried: not counted
+	rec.Retried("bogus")
+	l := testLabels
+	for reason, want := range map[observe.Reason]float64{
+		observe.ReasonConnect: 3, observe.ReasonQueueFull: 1, observe.ReasonHTTP4xx: 0, observe.ReasonHTTP5xx: 0,
+	} {
+		if got := testutil.ToFloat64(m.retries.WithLabelValues(l.Workload, l.Agent, l.Target, l.Step, string(reason))); got != want {
+			t.Errorf("retries{reason=%q} = %v, want %v", reason, got, want)
+		}
+	}
+	if got := testutil.ToFloat64(m.retries.WithLabelValues(other.Workload, other.Agent, other.Target, other.Step, string(observe.ReasonConnect))); got != 0 {
+		t.Errorf("retries of another target = %v, want 0", got)
+	}
+	n, err := testutil.GatherAndCount(reg, MetricRequestRetriesTotal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := 2 * len(observe.RetryReasons); n != want {
+		t.Errorf("%d retry series, want %d (no series for reasons that are never retried)", n, want)
+	}
+	// Retries are not requests: they leave the request counters alone.
+	for _, o := range allOutcomes {
+		if got := testutil.ToFloat64(m.requests.WithLabelValues(l.Workload, l.Agent, l.Target, l.Model, l.Step, string(o))); got != 0 {
+			t.Errorf("requests{outcome=%q} = %v after retries only, want 0", o, got)
 		}
 	}
 }
@@ -556,6 +605,7 @@ func TestForget(t *testing.T) {
 		rec.Started(true)
 		rec.TokenGap(time.Millisecond)
 		rec.Finished(&observe.Request{Labels: l, Outcome: observe.OutcomeSuccess, Done: true, EvalCount: 1})
+		rec.Retried(observe.ReasonConnect)
 		m.RunFinished(observe.Run{Workload: l.Workload, Agent: l.Agent, Outcome: observe.OutcomeSuccess})
 	}
 	m.ScheduleDelay("chat", time.Millisecond)
@@ -591,8 +641,7 @@ func TestForget(t *testing.T) {
 	if got := testutil.ToFloat64(m.requests.WithLabelValues(gone.Workload, gone.Agent, gone.Target, gone.Model, gone.Step, "success")); got != 0 {
 		t.Errorf("requests of the returning agent = %v, want 0", got)
 	}
-	if got, want := agentSeries("chat", "planner"), before["coder"]-1; got != want {
-		// coder has one more series: its run duration histogram.
+	if got, want := agentSeries("chat", "planner"), before["coder"]; got != want {
 		t.Errorf("returning agent: %d series, want %d", got, want)
 	}
 }
@@ -887,5 +936,45 @@ func TestQueueWaitContention(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(m.contention.WithLabelValues("chat", "planner", "gpu0", "outline", string(observe.ContentionQueueWait))); got != 2 {
 		t.Errorf("queue_wait contention = %v, want 2", got)
+	}
+}
+
+// TestServerCountsNeverWrap: a server that reports absurd token counts
+// (2⁶³, twice) must not take the token counter back to 0, which a
+// client_golang counter does (its integral part is a uint64); small counts
+// add up exactly.
+func TestServerCountsNeverWrap(t *testing.T) {
+	m, reg := newTestMetrics(t)
+	rec := m.Recorder(testLabels)
+	huge := &observe.Request{Labels: testLabels, Outcome: observe.OutcomeSuccess, Done: true,
+		EvalCount: math.MaxInt64, PromptEvalCount: 1 << 62}
+	rec.Finished(huge)
+	rec.Finished(huge)
+	l := testLabels
+	if got, want := testutil.ToFloat64(m.generatedTokens.WithLabelValues(l.Workload, l.Agent, l.Target, l.Model, l.Step)), 2*float64(math.MaxInt64); got != want {
+		t.Errorf("generated tokens after 2 × 2⁶³ = %v, want %v", got, want)
+	}
+	if got := testutil.ToFloat64(m.promptTokens.WithLabelValues(l.Workload, l.Agent, l.Target, l.Model, l.Step)); got != 1<<63 {
+		t.Errorf("prompt tokens after 2 × 2⁶² = %v, want 2⁶³", got)
+	}
+	other := testLabels
+	other.Step = "draft"
+	r2 := m.Recorder(other)
+	for range 1000 {
+		r2.Finished(&observe.Request{Labels: other, Outcome: observe.OutcomeSuccess, Done: true, EvalCount: 7, PromptEvalCount: 3})
+	}
+	if got := testutil.ToFloat64(m.generatedTokens.WithLabelValues(other.Workload, other.Agent, other.Target, other.Model, other.Step)); got != 7000 {
+		t.Errorf("generated tokens = %v, want exactly 7000", got)
+	}
+	// The family gathers cleanly (pedantic registry) and forgets an agent.
+	if n, err := testutil.GatherAndCount(reg, MetricGeneratedTokensTotal); err != nil || n != 2 {
+		t.Errorf("gather: %d series, %v; want 2", n, err)
+	}
+	m.Forget(l.Workload, l.Agent)
+	if n, err := testutil.GatherAndCount(reg, MetricGeneratedTokensTotal, MetricPromptTokensTotal); err != nil || n != 0 {
+		t.Errorf("after Forget: %d series, %v; want 0", n, err)
+	}
+	if n := m.generatedTokens.DeletePartialMatch(prometheus.Labels{"nope": "x"}); n != 0 {
+		t.Errorf("a label the family lacks deleted %d series", n)
 	}
 }

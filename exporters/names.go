@@ -6,6 +6,7 @@ package exporters
 const (
 	MetricRequestsTotal                  = "chimeraforge_requests_total"
 	MetricRequestErrorsTotal             = "chimeraforge_request_errors_total"
+	MetricRequestRetriesTotal            = "chimeraforge_request_retries_total"
 	MetricGeneratedTokensTotal           = "chimeraforge_generated_tokens_total"
 	MetricPromptTokensTotal              = "chimeraforge_prompt_tokens_total"
 	MetricEvalDurationSecondsTotal       = "chimeraforge_eval_duration_seconds_total"

@@ -53,6 +53,12 @@ var Reasons = []Reason{
 	ReasonIdleTimeout, ReasonRequestTimeout, ReasonCanceled, ReasonServerError,
 }
 
+// RetryReasons lists the reasons of the failures that the daemon may send
+// again, in a stable order: nothing was generated yet (the server could not
+// be reached, or it answered 429 or 5xx before streaming). Of http_4xx only
+// 429 is retried. Exporters pre-create their retry series from it.
+var RetryReasons = []Reason{ReasonConnect, ReasonHTTP4xx, ReasonHTTP5xx, ReasonQueueFull}
+
 // Contention kinds: evidence that a request competed with others for the
 // same Ollama server.
 type Contention string
@@ -80,6 +86,11 @@ type Request struct {
 	Labels
 	Outcome Outcome
 	Reason  Reason // ReasonNone on success
+
+	// Status is the HTTP status of the server's answer; 0 when none
+	// arrived (the server could not be reached, or the request was canceled
+	// or timed out first).
+	Status int
 
 	// Client-side timings.
 	Duration      time.Duration // from sending the request to the end of the stream or the error
@@ -125,6 +136,11 @@ type Recorder interface {
 	TokenGap(d time.Duration)
 	// Finished records a request that ended and takes it out of flight.
 	Finished(r *Request)
+	// Retried records that a request of this label set, which failed for
+	// reason (one of RetryReasons), is being sent again: called once per
+	// re-send, when it is sent. The re-sent request is a request of its own
+	// and is recorded by the recorder of the target it goes to.
+	Retried(reason Reason)
 }
 
 // Sink consumes observations. Implementations must be safe for concurrent use.
