@@ -76,6 +76,14 @@ func newLogger(level, format string, w io.Writer) (*zap.Logger, error) {
 // runMain runs the daemon until ctx ends (SIGINT/SIGTERM) or /-/quit.
 // SIGHUP reloads the configuration.
 func runMain(ctx context.Context, o runOptions, stdout, stderr io.Writer) error {
+	// Catch SIGHUP first: until it is caught its default action ends the
+	// process, and a reload sent while the daemon starts (a config manager,
+	// systemd's ExecReload) would kill it. One that comes before the
+	// reloader below runs waits in the channel and reloads then.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
 	log, err := newLogger(o.logLevel, o.logFormat, stderr)
 	if err != nil {
 		return err
@@ -117,9 +125,6 @@ func runMain(ctx context.Context, o runOptions, stdout, stderr io.Writer) error 
 	ctx, a.quit = context.WithCancel(ctx)
 	defer a.quit()
 
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	go func() {
 		for {
 			select {
