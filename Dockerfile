@@ -31,7 +31,7 @@
 # them by pull request, so that a rebuild of a tag gets the same bits.
 # The two must agree on Debian: the binary links glibc dynamically (cgo), so
 # it is built on bookworm for distroless' debian12 (both glibc 2.36).
-ARG GO_IMAGE=golang:1.26.8-bookworm
+ARG GO_IMAGE=golang:1.26.10-bookworm
 ARG RUNTIME_IMAGE=gcr.io/distroless/base-debian12:nonroot
 
 FROM ${GO_IMAGE} AS build

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/knadh/koanf/parsers/yaml"
@@ -85,7 +86,7 @@ func (l loader) loadBytes(name string, data []byte, baseDir string, overrides ma
 	problems = append(problems, applyEnv(raw, env, origins)...)
 	problems = append(problems, applyOverrides(raw, overrides, origins)...)
 	if len(problems) > 0 {
-		return nil, wrapLoad(name, &ValidationError{Problems: problems})
+		return nil, wrapLoad(name, newValidationError(problems))
 	}
 
 	merged := koanf.New(".")
@@ -94,7 +95,7 @@ func (l loader) loadBytes(name string, data []byte, baseDir string, overrides ma
 	}
 	cfg, set, problems := decode(merged, origins)
 	if len(problems) > 0 {
-		return nil, wrapLoad(name, &ValidationError{Problems: problems})
+		return nil, wrapLoad(name, newValidationError(problems))
 	}
 	cfg.setDefaults(set)
 
@@ -104,7 +105,7 @@ func (l loader) loadBytes(name string, data []byte, baseDir string, overrides ma
 	}, baseDir)
 	cfg.validate(c)
 	if len(c.problems) > 0 {
-		return nil, wrapLoad(name, &ValidationError{Problems: c.problems})
+		return nil, wrapLoad(name, newValidationError(c.problems))
 	}
 	return cfg, nil
 }
@@ -306,8 +307,18 @@ func from(origins map[string]string, key string) string {
 // line per field. Values are never printed: one may be a secret.
 func flattenDecodeError(err error, origins map[string]string, out []string) []string {
 	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		for _, e := range j.Unwrap() {
-			out = flattenDecodeError(e, origins, out)
+		children := j.Unwrap()
+		chunks := make([][]string, len(children))
+		for i, e := range children {
+			chunks[i] = flattenDecodeError(e, origins, nil)
+		}
+		if isMapJoin(children) {
+			// mapstructure visits a map's entries in Go's random map
+			// order: sort them, so the same file gives the same report.
+			slices.SortStableFunc(chunks, slices.Compare)
+		}
+		for _, c := range chunks {
+			out = append(out, c...)
 		}
 		return out
 	}
@@ -331,6 +342,89 @@ func flattenDecodeError(err error, origins map[string]string, out []string) []st
 	return append(out, name+": "+describeDecodeError(de.Unwrap())+from(origins, name))
 }
 
+// isMapJoin reports whether errs are the errors of one map's entries: all
+// their key paths start with the path of a map field followed by "[". Map
+// fields are reached through struct fields and list indexes only, so that
+// path holds no map key of its own and typeAt reads it reliably.
+func isMapJoin(errs []error) bool {
+	if len(errs) < 2 {
+		return false
+	}
+	prefix, ok := firstDecodeName(errs[0])
+	if !ok {
+		return false
+	}
+	for _, e := range errs[1:] {
+		name, ok := firstDecodeName(e)
+		if !ok {
+			return false
+		}
+		n := 0
+		for n < len(prefix) && n < len(name) && prefix[n] == name[n] {
+			n++
+		}
+		prefix = prefix[:n]
+	}
+	for i := range len(prefix) {
+		if prefix[i] == '[' {
+			if t := typeAt(prefix[:i]); t != nil && t.Kind() == reflect.Map {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// firstDecodeName is the key path of the first field error in err.
+func firstDecodeName(err error) (string, bool) {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range j.Unwrap() {
+			if name, ok := firstDecodeName(e); ok {
+				return name, true
+			}
+		}
+		return "", false
+	}
+	de, ok := err.(*mapstructure.DecodeError) //nolint:errorlint // the field error itself, not one it wraps
+	if !ok {
+		if inner := errors.Unwrap(err); inner != nil {
+			return firstDecodeName(inner)
+		}
+		return "", false
+	}
+	if j, ok := de.Unwrap().(interface{ Unwrap() []error }); ok {
+		return firstDecodeName(j.(error))
+	}
+	return de.Name(), true
+}
+
+// newValidationError keeps each problem on one line: a key from the file
+// may hold a newline or another control character, which is written as
+// an escape (\n) instead.
+func newValidationError(problems []string) *ValidationError {
+	for i, p := range problems {
+		problems[i] = escapeControl(p)
+	}
+	return &ValidationError{Problems: problems}
+}
+
+// escapeControl writes control characters as Go escapes (\n, \x00).
+func escapeControl(s string) string {
+	if !strings.ContainsFunc(s, unicode.IsControl) {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
 func describeDecodeError(err error) string {
 	var ut *mapstructure.UnconvertibleTypeError
 	if errors.As(err, &ut) {
@@ -342,6 +436,9 @@ func describeDecodeError(err error) string {
 	}
 	if rest, ok := strings.CutPrefix(err.Error(), "source data must be an array or slice, got "); ok {
 		return "expected a list, got a " + rest
+	}
+	if rest, ok := strings.CutPrefix(err.Error(), "expected a map or struct, got "); ok {
+		return "expected a map, got a value of kind " + strings.Trim(rest, `"`)
 	}
 	return err.Error()
 }
