@@ -175,9 +175,11 @@ workloads:
 	if len(reqs) != len(runs)+retries {
 		t.Errorf("%d requests, %d runs, %d retries: want requests = runs + retries", len(reqs), len(runs), retries)
 	}
-	if retries == 0 {
-		t.Error("no retry counted")
-	}
+	// Whether a probe carries a retry or another replica's first attempt
+	// depends on which waiter the gate admits first (on a slow machine the
+	// first fault closes the target before most replicas have sent
+	// anything), so the number of retries is not asserted here; the exact
+	// retry counts are TestRetriesOnlyBeforeTheStream's.
 
 	// After the first round, the attempts are the probes: at least half a
 	// window apart, windows doubling. Jitter keeps them apart; timers
