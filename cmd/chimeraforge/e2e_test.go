@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/chimeraforge/chimeraforge/internal/soak"
 )
 
 // contentionConfig runs the same pair of agents (different num_ctx) twice:
@@ -332,7 +334,7 @@ func TestReload(t *testing.T) {
 	m = r.scrape(t)
 	for name, mf := range m {
 		for _, s := range mf.GetMetric() {
-			if hasLabels(s, map[string]string{"agent": "newcomer"}) {
+			if soak.HasLabels(s, map[string]string{"agent": "newcomer"}) {
 				t.Errorf("%s still has a series of the removed agent: %v", name, s.GetLabel())
 			}
 		}

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chimeraforge/chimeraforge/internal/soak"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -61,6 +62,13 @@ type running struct {
 // cfgYAML written to a file (or the built-in demo when cfgYAML is "").
 func startDaemon(t *testing.T, cfgYAML string, lifecycle bool) *running {
 	t.Helper()
+	return startDaemonWith(t, cfgYAML, lifecycle, "", "http://")
+}
+
+// startDaemonWith is startDaemon with a --web.config.file (none when
+// webConfig is ""), served under scheme ("http://" or "https://").
+func startDaemonWith(t *testing.T, cfgYAML string, lifecycle bool, webConfig, scheme string) *running {
+	t.Helper()
 	var file string
 	if cfgYAML != "" {
 		file = filepath.Join(t.TempDir(), "chimeraforge.yaml")
@@ -72,11 +80,11 @@ func startDaemon(t *testing.T, cfgYAML string, lifecycle bool) *running {
 	if err != nil {
 		t.Fatal(err)
 	}
-	noAddrs, noFile, noSocket := []string{}, "", false
+	noAddrs, noSocket := []string{}, false
 	started := make(chan *app, 1)
 	o := runOptions{
 		configFile:      file,
-		web:             &web.FlagConfig{WebListenAddresses: &noAddrs, WebConfigFile: &noFile, WebSystemdSocket: &noSocket},
+		web:             &web.FlagConfig{WebListenAddresses: &noAddrs, WebConfigFile: &webConfig, WebSystemdSocket: &noSocket},
 		enableLifecycle: lifecycle,
 		logLevel:        "debug",
 		logFormat:       "json",
@@ -84,7 +92,7 @@ func startDaemon(t *testing.T, cfgYAML string, lifecycle bool) *running {
 		started:         func(a *app) { started <- a },
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{base: "http://" + l.Addr().String(), stop: cancel, done: make(chan error, 1), log: &syncBuffer{}, stdout: &syncBuffer{}, file: file}
+	r := &running{base: scheme + l.Addr().String(), stop: cancel, done: make(chan error, 1), log: &syncBuffer{}, stdout: &syncBuffer{}, file: file}
 	go func() { r.done <- runMain(ctx, o, r.stdout, r.log) }()
 	select {
 	case r.app = <-started:
@@ -164,7 +172,7 @@ func (m metrics) sum(name string, match map[string]string) float64 {
 	}
 	var total float64
 	for _, s := range mf.GetMetric() {
-		if !hasLabels(s, match) {
+		if !soak.HasLabels(s, match) {
 			continue
 		}
 		switch {
@@ -186,7 +194,7 @@ func (m metrics) sum(name string, match map[string]string) float64 {
 func histSum(m metrics, name string, match map[string]string) float64 {
 	var total float64
 	for _, s := range m[name].GetMetric() {
-		if hasLabels(s, match) && s.Histogram != nil {
+		if soak.HasLabels(s, match) && s.Histogram != nil {
 			total += s.GetHistogram().GetSampleSum()
 		}
 	}
@@ -204,22 +212,6 @@ func (m metrics) series(name string) []map[string]string {
 		out = append(out, ls)
 	}
 	return out
-}
-
-func hasLabels(s *dto.Metric, match map[string]string) bool {
-	for k, v := range match {
-		found := false
-		for _, lp := range s.GetLabel() {
-			if lp.GetName() == k && lp.GetValue() == v {
-				found = true
-				break
-			}
-		}
-		if !found {
-			return false
-		}
-	}
-	return true
 }
 
 // eventually polls cond every 100ms until it holds or limit passes.

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -26,7 +25,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/exporter-toolkit/web"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/chimeraforge/chimeraforge/exporters"
@@ -43,60 +41,15 @@ agents:
 workloads: [{name: w, agents: [{agent: a}], calibration: {at_start: false}}]
 `
 
-// startDaemonWeb is startDaemon with a --web.config.file; base is https://
-// when the file enables TLS.
+// startDaemonWeb is startDaemon with a --web.config.file and lifecycle
+// endpoints; base is https:// when the file enables TLS.
 func startDaemonWeb(t *testing.T, cfgYAML, webConfig string, https bool) *running {
 	t.Helper()
-	file := filepath.Join(t.TempDir(), "chimeraforge.yaml")
-	if err := os.WriteFile(file, []byte(cfgYAML), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	noAddrs, noSocket := []string{}, false
-	started := make(chan *app, 1)
-	o := runOptions{
-		configFile:      file,
-		web:             &web.FlagConfig{WebListenAddresses: &noAddrs, WebConfigFile: &webConfig, WebSystemdSocket: &noSocket},
-		enableLifecycle: true,
-		logLevel:        "debug",
-		logFormat:       "json",
-		listeners:       []net.Listener{l},
-		started:         func(a *app) { started <- a },
-	}
 	scheme := "http://"
 	if https {
 		scheme = "https://"
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{base: scheme + l.Addr().String(), stop: cancel, done: make(chan error, 1), log: &syncBuffer{}, stdout: &syncBuffer{}, file: file}
-	go func() { r.done <- runMain(ctx, o, r.stdout, r.log) }()
-	select {
-	case r.app = <-started:
-	case err := <-r.done:
-		cancel()
-		t.Fatalf("daemon did not start: %v\nlog:\n%s", err, r.log.String())
-	case <-time.After(10 * time.Second):
-		cancel()
-		t.Fatal("daemon did not start within 10s")
-	}
-	t.Cleanup(func() {
-		r.stop()
-		select {
-		case err := <-r.done:
-			if err != nil {
-				t.Errorf("daemon exited with %v", err)
-			}
-		case <-time.After(15 * time.Second):
-			t.Errorf("daemon did not stop within 15s")
-		}
-		if t.Failed() {
-			t.Logf("daemon log:\n%s", r.log.String())
-		}
-	})
-	return r
+	return startDaemonWith(t, cfgYAML, true, webConfig, scheme)
 }
 
 // selfSignedCert writes a self-signed ECDSA certificate for 127.0.0.1 and

@@ -53,7 +53,7 @@ func (s *Scrape) Get(name string) (float64, bool) {
 func (s *Scrape) Sum(name string, match map[string]string) float64 {
 	var total float64
 	for _, m := range s.Families[name].GetMetric() {
-		if hasLabels(m, match) {
+		if HasLabels(m, match) {
 			total += value(m)
 		}
 	}
@@ -65,7 +65,7 @@ func (s *Scrape) Sum(name string, match map[string]string) float64 {
 func (s *Scrape) SumBy(name, label string, match map[string]string) map[string]float64 {
 	out := map[string]float64{}
 	for _, m := range s.Families[name].GetMetric() {
-		if !hasLabels(m, match) {
+		if !HasLabels(m, match) {
 			continue
 		}
 		for _, lp := range m.GetLabel() {
@@ -82,7 +82,7 @@ func (s *Scrape) SumBy(name, label string, match map[string]string) map[string]f
 func (s *Scrape) Count(name string, match map[string]string) int {
 	n := 0
 	for _, m := range s.Families[name].GetMetric() {
-		if hasLabels(m, match) {
+		if HasLabels(m, match) {
 			n++
 		}
 	}
@@ -94,7 +94,7 @@ func (s *Scrape) Count(name string, match map[string]string) int {
 func (s *Scrape) BucketCount(name string, le float64, match map[string]string) float64 {
 	var total float64
 	for _, m := range s.Families[name].GetMetric() {
-		if !hasLabels(m, match) || m.GetHistogram() == nil {
+		if !HasLabels(m, match) || m.GetHistogram() == nil {
 			continue
 		}
 		for _, b := range m.GetHistogram().GetBucket() {
@@ -237,7 +237,8 @@ func value(m *dto.Metric) float64 {
 	return 0
 }
 
-func hasLabels(m *dto.Metric, match map[string]string) bool {
+// HasLabels reports whether m carries every label of match with its value.
+func HasLabels(m *dto.Metric, match map[string]string) bool {
 	for k, v := range match {
 		found := false
 		for _, lp := range m.GetLabel() {
