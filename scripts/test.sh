@@ -53,32 +53,26 @@ eval "$(scripts/ollama-test-server.sh build)"
 export CF_TEST_OLLAMA_BIN CF_TEST_OLLAMA_MODEL
 "$CF_TEST_OLLAMA_BIN" --version 2>&1 | tail -n 1
 
-lint="$CACHE_DIR/bin/golangci-lint-$GOLANGCI_LINT_VERSION"
-if [ ! -x "$lint" ]; then
-	echo "building golangci-lint $GOLANGCI_LINT_VERSION (first run only; a few minutes)"
-	mkdir -p "$CACHE_DIR/bin"
-	GOBIN="$CACHE_DIR/gobin" go install "github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$GOLANGCI_LINT_VERSION"
-	mv "$CACHE_DIR/gobin/golangci-lint" "$lint"
-fi
+# goTool NAME PACKAGE VERSION builds a pinned Go tool from the module proxy
+# into the cache once and sets $tool to its path.
+goTool() {
+	tool="$CACHE_DIR/bin/$1-$3"
+	if [ ! -x "$tool" ]; then
+		echo "building $1 $3 (first run only)"
+		mkdir -p "$CACHE_DIR/bin"
+		GOBIN="$CACHE_DIR/gobin" go install "$2@$3"
+		mv "$CACHE_DIR/gobin/$1" "$tool"
+	fi
+}
 
+goTool golangci-lint github.com/golangci/golangci-lint/v2/cmd/golangci-lint "$GOLANGCI_LINT_VERSION"
+lint=$tool
 # kustomize builds the Kubernetes manifests in deploy/kubernetes for their
 # tests (no cluster needed).
-kustomize="$CACHE_DIR/bin/kustomize-$KUSTOMIZE_VERSION"
-if [ ! -x "$kustomize" ]; then
-	echo "building kustomize $KUSTOMIZE_VERSION (first run only)"
-	mkdir -p "$CACHE_DIR/bin"
-	GOBIN="$CACHE_DIR/gobin" go install "sigs.k8s.io/kustomize/kustomize/v5@$KUSTOMIZE_VERSION"
-	mv "$CACHE_DIR/gobin/kustomize" "$kustomize"
-fi
-export CF_TEST_KUSTOMIZE_BIN="$kustomize"
-
-govulncheck="$CACHE_DIR/bin/govulncheck-$GOVULNCHECK_VERSION"
-if [ ! -x "$govulncheck" ]; then
-	echo "building govulncheck $GOVULNCHECK_VERSION (first run only)"
-	mkdir -p "$CACHE_DIR/bin"
-	GOBIN="$CACHE_DIR/gobin" go install "golang.org/x/vuln/cmd/govulncheck@$GOVULNCHECK_VERSION"
-	mv "$CACHE_DIR/gobin/govulncheck" "$govulncheck"
-fi
+goTool kustomize sigs.k8s.io/kustomize/kustomize/v5 "$KUSTOMIZE_VERSION"
+export CF_TEST_KUSTOMIZE_BIN="$tool"
+goTool govulncheck golang.org/x/vuln/cmd/govulncheck "$GOVULNCHECK_VERSION"
+govulncheck=$tool
 
 # govulncheck's database in its v1 file layout, built from the OSV entries
 # of the pinned golang.org/x/vulndb module (tools/vulndb): the module proxy
