@@ -293,7 +293,7 @@ func TestOverrideErrors(t *testing.T) {
 		{
 			name: "unknown key from env names the variable",
 			env:  []string{"CHIMERAFORGE_GLOBAL__SHUTDOWN_TIMOUT=5s"},
-			want: []string{"global.shutdown_timout: unknown key (allowed: model_reload_threshold, shutdown_timeout, readiness_probe_interval, queue_wait_threshold, shard) (set by environment variable CHIMERAFORGE_GLOBAL__SHUTDOWN_TIMOUT)"},
+			want: []string{"global.shutdown_timout: unknown key (allowed: model_reload_threshold, shutdown_timeout, readiness_probe_interval, queue_wait_threshold, shard, metrics) (set by environment variable CHIMERAFORGE_GLOBAL__SHUTDOWN_TIMOUT)"},
 		},
 		{
 			name:      "wrong type from an override",
@@ -401,6 +401,77 @@ workloads: [{name: w, agents: [{agent: x, replicas: 4}]}]
 			}
 			if cfg.Global.Shard != tt.want {
 				t.Errorf("shard %+v, want %+v", cfg.Global.Shard, tt.want)
+			}
+		})
+	}
+}
+
+// TestMetricsSettings: global.metrics.classic_histograms defaults to true
+// (classic buckets beside native histograms), is read from the file or an
+// override, and must be a boolean.
+func TestMetricsSettings(t *testing.T) {
+	const noGlobal = `
+targets: [{name: a, url: "http://127.0.0.1:11434"}]
+agents: [{name: x, target: a, model: m, workflow: [{name: s, prompt: hi}]}]
+workloads: [{name: w, agents: [{agent: x}]}]
+`
+	tests := []struct {
+		name     string
+		file     string
+		override map[string]string
+		want     Metrics
+		problems []string
+	}{
+		{name: "default: classic and native", file: noGlobal, want: Metrics{ClassicHistograms: true}},
+		{name: "an empty metrics section keeps the default", file: "global: {metrics: {}}\n" + noGlobal, want: Metrics{ClassicHistograms: true}},
+		{name: "native only from the file", file: "global: {metrics: {classic_histograms: false}}\n" + noGlobal, want: Metrics{ClassicHistograms: false}},
+		{
+			name:     "an override beats the file",
+			file:     "global: {metrics: {classic_histograms: false}}\n" + noGlobal,
+			override: map[string]string{"global.metrics.classic_histograms": "true"},
+			want:     Metrics{ClassicHistograms: true},
+		},
+		{
+			name:     "native only from an override",
+			file:     noGlobal,
+			override: map[string]string{"global.metrics.classic_histograms": "false"},
+			want:     Metrics{ClassicHistograms: false},
+		},
+		{
+			name:     "not a boolean in the file",
+			file:     "global: {metrics: {classic_histograms: \"no\"}}\n" + noGlobal,
+			problems: []string{"global.metrics.classic_histograms: expected true or false, got a string"},
+		},
+		{
+			name:     "not a boolean in an override",
+			file:     noGlobal,
+			override: map[string]string{"global.metrics.classic_histograms": "sometimes"},
+			problems: []string{`global.metrics.classic_histograms: "sometimes" is not true or false (set by override global.metrics.classic_histograms)`},
+		},
+		{
+			name:     "a misspelt key lists the allowed one",
+			file:     "global: {metrics: {classic_histogram: false}}\n" + noGlobal,
+			problems: []string{"global.metrics.classic_histogram: unknown key (allowed: classic_histograms)"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := testEnv().loadBytes("metrics", []byte(tt.file), "", tt.override)
+			if tt.problems != nil {
+				var ve *ValidationError
+				if !errors.As(err, &ve) {
+					t.Fatalf("err = %v, want a *ValidationError", err)
+				}
+				if !slices.Equal(ve.Problems, tt.problems) {
+					t.Errorf("problems:\n%s\nwant:\n%s", strings.Join(ve.Problems, "\n"), strings.Join(tt.problems, "\n"))
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.Global.Metrics != tt.want {
+				t.Errorf("metrics %+v, want %+v", cfg.Global.Metrics, tt.want)
 			}
 		})
 	}
@@ -564,7 +635,7 @@ simulation:
 	s, u := cfg.Simulation.Instances[0], cfg.Simulation.Instances[1]
 	err = errors.Join(
 		want(cfg.Global, Global{ModelReloadThreshold: 100 * time.Millisecond, ShutdownTimeout: 10 * time.Second, ReadinessProbeInterval: 5 * time.Second,
-			QueueWaitThreshold: 100 * time.Millisecond, Shard: Shard{Index: 0, Count: 1}}),
+			QueueWaitThreshold: 100 * time.Millisecond, Shard: Shard{Index: 0, Count: 1}, Metrics: Metrics{ClassicHistograms: true}}),
 		want(tg.PollInterval, 15*time.Second),
 		want(cfg.Workloads[0].Calibration, Calibration{AtStart: true, Runs: 3, MaxDuration: 2 * time.Minute, OnVersionChange: true}),
 		want(tg.NumParallel, 1),

@@ -15,6 +15,7 @@ const (
 	DefaultQueueWaitThreshold     = 100 * time.Millisecond
 	DefaultShardIndex             = 0
 	DefaultShardCount             = 1
+	DefaultClassicHistograms      = true
 
 	DefaultCalibrationAtStart         = true
 	DefaultCalibrationRuns            = 3
@@ -93,6 +94,7 @@ func (g *Global) setDefaults(path string, set isSet) {
 	setDefault(set, path+".queue_wait_threshold", &g.QueueWaitThreshold, DefaultQueueWaitThreshold)
 	setDefault(set, path+".shard.index", &g.Shard.Index, DefaultShardIndex)
 	setDefault(set, path+".shard.count", &g.Shard.Count, DefaultShardCount)
+	setDefault(set, path+".metrics.classic_histograms", &g.Metrics.ClassicHistograms, DefaultClassicHistograms)
 }
 
 func (t *Target) setDefaults(path string, set isSet) {

@@ -36,6 +36,20 @@ type Global struct {
 	// Shard is the share of the load this daemon runs when several daemons
 	// run the same configuration.
 	Shard Shard `koanf:"shard"`
+	// Metrics shapes what /metrics exposes.
+	Metrics Metrics `koanf:"metrics"`
+}
+
+// Metrics shapes the exposition. Its settings take effect when the daemon
+// starts: the registry is built once, so a reload that changes them is
+// refused.
+type Metrics struct {
+	// ClassicHistograms exposes every histogram with classic buckets
+	// (_bucket{le=...}) beside its native histogram. false exposes native
+	// histograms only, which cuts the series of a large configuration by
+	// more than half (docs/metrics.md, "Series budget"); quantiles then
+	// need a Prometheus that ingests native histograms.
+	ClassicHistograms bool `koanf:"classic_histograms"`
 }
 
 // Shard places a daemon among Count daemons (replicas, for example the pods

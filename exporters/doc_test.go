@@ -29,11 +29,11 @@ type docMetric struct {
 }
 
 // fullRegistry registers everything the daemon registers, with at least one
-// series in every family.
-func fullRegistry(t testing.TB) *prometheus.Registry {
+// series in every family; opts go to NewMetrics.
+func fullRegistry(t testing.TB, opts ...Option) *prometheus.Registry {
 	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
-	m, err := NewMetrics(reg)
+	m, err := NewMetrics(reg, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,7 +17,7 @@ import (
 )
 
 // Classic bucket boundaries, in seconds. Native histograms are exposed
-// alongside them (see histogramOpts).
+// alongside them, or alone (see ClassicHistograms and histogramOpts).
 var (
 	// TTFT covers a warm GPU (tens of ms) to a cold model load on a CPU.
 	ttftBuckets = []float64{0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120}
@@ -40,15 +40,47 @@ const (
 	nativeMinResetPeriod  = time.Hour
 )
 
-func histogramOpts(name, help string, buckets []float64) prometheus.HistogramOpts {
-	return prometheus.HistogramOpts{
+// histogramOpts are the options of every histogram: the native histogram
+// settings, and buckets as the classic buckets when classic is true. With
+// classic false, Buckets stays nil: client_golang then makes no classic
+// buckets at all (it falls back to DefBuckets only for a histogram without
+// a native bucket factor), so the text format shows _sum, _count and the
+// +Inf bucket alone and protobuf carries the native buckets.
+func histogramOpts(name, help string, buckets []float64, classic bool) prometheus.HistogramOpts {
+	o := prometheus.HistogramOpts{
 		Name:                            name,
 		Help:                            help,
-		Buckets:                         buckets,
 		NativeHistogramBucketFactor:     nativeBucketFactor,
 		NativeHistogramMaxBucketNumber:  nativeMaxBucketNumber,
 		NativeHistogramMinResetDuration: nativeMinResetPeriod,
 	}
+	if classic {
+		o.Buckets = buckets
+	}
+	return o
+}
+
+// options are what NewMetrics is given: the settings that shape the
+// registry, fixed for its life.
+type options struct {
+	classicHistograms bool
+}
+
+func defaultOptions() options {
+	return options{classicHistograms: true}
+}
+
+// Option is a setting of NewMetrics.
+type Option func(*options)
+
+// ClassicHistograms chooses whether every histogram is exposed with its
+// classic buckets beside its native histogram (on, the default) or as a
+// native histogram alone (global.metrics.classic_histograms). Native-only
+// exposes 3 series per histogram in the text format instead of 3 plus
+// one per classic bucket; quantiles then need a Prometheus that ingests
+// native histograms.
+func ClassicHistograms(on bool) Option {
+	return func(o *options) { o.classicHistograms = on }
 }
 
 // Label names of each family. Every series a recorder owns carries the
@@ -102,6 +134,8 @@ type Metrics struct {
 		DeletePartialMatch(prometheus.Labels) int
 	}
 
+	opts options
+
 	mu   sync.Mutex
 	recs map[observe.Labels]*recorder
 }
@@ -109,9 +143,16 @@ type Metrics struct {
 var _ observe.Sink = (*Metrics)(nil)
 
 // NewMetrics creates the request, run and arrival metrics and registers them
-// with reg. On error nothing stays registered.
-func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+// with reg. On error nothing stays registered. Without options every
+// histogram has classic buckets and a native histogram.
+func NewMetrics(reg prometheus.Registerer, opts ...Option) (*Metrics, error) {
+	o := defaultOptions()
+	for _, opt := range opts {
+		opt(&o)
+	}
+	classic := o.classicHistograms
 	m := &Metrics{
+		opts: o,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: MetricRequestsTotal,
 			Help: "Ollama requests that ended, by outcome.",
@@ -155,22 +196,22 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 
 		ttft: prometheus.NewHistogramVec(histogramOpts(MetricTimeToFirstTokenSeconds,
 			"Time from sending a successful request to its first chunk with content or thinking text (to the done chunk if it had none).",
-			ttftBuckets), requestLabels),
+			ttftBuckets, classic), requestLabels),
 		interToken: prometheus.NewHistogramVec(histogramOpts(MetricInterTokenLatencySeconds,
 			"Time between consecutive content chunks of a stream, measured by the client.",
-			interTokenBuckets), requestLabels),
+			interTokenBuckets, classic), requestLabels),
 		duration: prometheus.NewHistogramVec(histogramOpts(MetricRequestDurationSeconds,
 			"Time from sending a request to the end of its stream or its error, whatever the outcome.",
-			requestBuckets), requestLabels),
+			requestBuckets, classic), requestLabels),
 		queueWait: prometheus.NewHistogramVec(histogramOpts(MetricQueueWaitSeconds,
 			"Estimated wait in the server's queue of a successful request: max(0, TTFT - (load_duration + prompt_eval_duration)).",
-			queueWaitBuckets), requestLabels),
+			queueWaitBuckets, classic), requestLabels),
 		runDuration: prometheus.NewHistogramVec(histogramOpts(MetricAgentRunDurationSeconds,
 			"Duration of an agent's workflow runs, whatever the outcome.",
-			runBuckets), agentLabels),
+			runBuckets, classic), agentLabels),
 		scheduleDelay: prometheus.NewHistogramVec(histogramOpts(MetricScheduleDelaySeconds,
 			"How late an open-loop arrival started against its schedule.",
-			scheduleDelayBuckets), workloadLabels),
+			scheduleDelayBuckets, classic), workloadLabels),
 
 		inFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: MetricRequestsInFlight,
@@ -200,6 +241,23 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		return nil, err
 	}
 	return m, nil
+}
+
+// CheckOptions reports whether the Metrics could run with opts, which a
+// configuration reload asks for: an option that differs from those the
+// Metrics were created with is an error, since the families are registered
+// once. It changes nothing.
+func (m *Metrics) CheckOptions(opts ...Option) error {
+	o := m.opts
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.classicHistograms != m.opts.classicHistograms {
+		return fmt.Errorf("global.metrics.classic_histograms: the daemon started with %t and cannot change it to %t while it runs "+
+			"(the histograms are registered once, at start); restart the daemon to apply it",
+			m.opts.classicHistograms, o.classicHistograms)
+	}
+	return nil
 }
 
 // registerAll registers cs in order. If one fails, it unregisters those

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -678,28 +679,92 @@ func TestConcurrentUse(t *testing.T) {
 	}
 }
 
+// TestNativeHistograms: every histogram is a native histogram, with its
+// classic buckets beside it by default and without any (not even
+// client_golang's DefBuckets) when classic histograms are off.
 func TestNativeHistograms(t *testing.T) {
-	m, reg := newTestMetrics(t)
-	rec := m.Recorder(testLabels)
-	rec.TokenGap(12 * time.Millisecond)
-	rec.Finished(&observe.Request{Outcome: observe.OutcomeSuccess, Duration: time.Second, TimeToFirst: time.Second, QueueWait: time.Second})
-	m.RunFinished(observe.Run{Workload: "chat", Agent: "planner", Duration: time.Second})
-	m.ScheduleDelay("chat", time.Second)
-	for _, name := range []string{
-		MetricTimeToFirstTokenSeconds, MetricInterTokenLatencySeconds, MetricRequestDurationSeconds,
-		MetricQueueWaitSeconds, MetricAgentRunDurationSeconds, MetricScheduleDelaySeconds,
-	} {
-		h := histogram(t, reg, name, map[string]string{LabelWorkload: "chat"})
-		// Bucket factor 1.1 is schema 3 (factor 2^(2^-3) ≈ 1.09).
-		if h.Schema == nil || h.GetSchema() != 3 {
-			t.Errorf("%s: native schema %v, want 3", name, h.Schema)
-		}
-		if len(h.GetPositiveSpan()) == 0 {
-			t.Errorf("%s: no native buckets", name)
-		}
-		if len(h.GetBucket()) == 0 {
-			t.Errorf("%s: no classic buckets", name)
-		}
+	classicBuckets := map[string]int{
+		MetricTimeToFirstTokenSeconds: len(ttftBuckets), MetricInterTokenLatencySeconds: len(interTokenBuckets),
+		MetricRequestDurationSeconds: len(requestBuckets), MetricQueueWaitSeconds: len(queueWaitBuckets),
+		MetricAgentRunDurationSeconds: len(runBuckets), MetricScheduleDelaySeconds: len(scheduleDelayBuckets),
+	}
+	tests := []struct {
+		name    string
+		opts    []Option
+		classic bool
+	}{
+		{name: "default", classic: true},
+		{name: "classic on", opts: []Option{ClassicHistograms(true)}, classic: true},
+		{name: "native only", opts: []Option{ClassicHistograms(false)}, classic: false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			reg := prometheus.NewPedanticRegistry()
+			m, err := NewMetrics(reg, tt.opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec := m.Recorder(testLabels)
+			rec.TokenGap(12 * time.Millisecond)
+			rec.Finished(&observe.Request{Outcome: observe.OutcomeSuccess, Duration: time.Second, TimeToFirst: time.Second, QueueWait: time.Second})
+			m.RunFinished(observe.Run{Workload: "chat", Agent: "planner", Duration: time.Second})
+			m.ScheduleDelay("chat", time.Second)
+			for name, n := range classicBuckets {
+				h := histogram(t, reg, name, map[string]string{LabelWorkload: "chat"})
+				// Bucket factor 1.1 is schema 3 (factor 2^(2^-3) ≈ 1.09).
+				if h.Schema == nil || h.GetSchema() != 3 {
+					t.Errorf("%s: native schema %v, want 3", name, h.Schema)
+				}
+				if len(h.GetPositiveSpan()) == 0 {
+					t.Errorf("%s: no native buckets", name)
+				}
+				if !tt.classic {
+					n = 0
+				}
+				if got := len(h.GetBucket()); got != n {
+					t.Errorf("%s: %d classic buckets, want %d", name, got, n)
+				}
+				if h.GetSampleCount() != 1 || h.GetSampleSum() == 0 {
+					t.Errorf("%s: count %d, sum %v; want one observation", name, h.GetSampleCount(), h.GetSampleSum())
+				}
+			}
+		})
+	}
+}
+
+// TestCheckOptions: a reload may not change an option that shapes the
+// registry; the error names the configuration key.
+func TestCheckOptions(t *testing.T) {
+	tests := []struct {
+		name    string
+		created []Option
+		check   []Option
+		wantErr bool
+	}{
+		{name: "default, nothing asked", check: nil},
+		{name: "default, classic asked", check: []Option{ClassicHistograms(true)}},
+		{name: "default, native only asked", check: []Option{ClassicHistograms(false)}, wantErr: true},
+		{name: "native only, native only asked", created: []Option{ClassicHistograms(false)}, check: []Option{ClassicHistograms(false)}},
+		{name: "native only, classic asked", created: []Option{ClassicHistograms(false)}, check: []Option{ClassicHistograms(true)}, wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, err := NewMetrics(prometheus.NewRegistry(), tt.created...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = m.CheckOptions(tt.check...)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("CheckOptions: %v, want error %t", err, tt.wantErr)
+			}
+			if err != nil && !strings.Contains(err.Error(), "global.metrics.classic_histograms") {
+				t.Errorf("error %q does not name global.metrics.classic_histograms", err)
+			}
+			// The check changes nothing.
+			if again := m.CheckOptions(tt.created...); again != nil {
+				t.Errorf("after the check, the options the Metrics were created with fail: %v", again)
+			}
+		})
 	}
 }
 

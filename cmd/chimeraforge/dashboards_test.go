@@ -21,9 +21,11 @@ import (
 // The generated dashboards and rules, proven against the demo: the daemon
 // runs the built-in demo, and two real Prometheus servers scrape it every
 // second with the generated rules loaded, one ingesting native histograms
-// and one the classic buckets. Every panel query (variables substituted)
-// and every recording rule must evaluate without error and, on both
-// servers, show data; only panels documented as empty until a version
+// and one the classic buckets. A second daemon runs the demo with
+// global.metrics.classic_histograms false, scraped by a third server that
+// ingests native histograms. Every panel query (variables substituted)
+// and every recording rule must evaluate without error and, on every
+// server, show data; only panels documented as empty until a version
 // change may be empty.
 
 // panelQuery is one query of a panel as Grafana would send it.
@@ -198,17 +200,23 @@ func TestDashboardsAndRulesAgainstPrometheus(t *testing.T) {
 	}
 
 	// The demo, from a file, so that a reload can change its simulated
-	// Ollama version below.
+	// Ollama version below; and the demo exposing native histograms only.
 	began := time.Now()
-	r := startDaemon(t, string(config.DemoYAML), true)
+	demos := map[string]string{"": string(config.DemoYAML), "native-only": nativeOnly(t, string(config.DemoYAML))}
+	r := startDaemon(t, demos[""], true)
 	addr := strings.TrimPrefix(r.base, "http://")
+	rNative := startDaemon(t, demos["native-only"], true)
+	daemons := map[string]*running{"": r, "native-only": rNative}
 	proms := map[string]*promtest.Server{
 		"native":  promtest.StartOptions(t, promtest.Options{Interval: time.Second, Rules: rulesYAML, Targets: []string{addr}}),
 		"classic": promtest.StartOptions(t, promtest.Options{Interval: time.Second, Rules: rulesYAML, Targets: []string{addr}, ClassicHistograms: true}),
+		"native-only": promtest.StartOptions(t, promtest.Options{Interval: time.Second, Rules: rulesYAML,
+			Targets: []string{strings.TrimPrefix(rNative.base, "http://")}}),
 	}
-	modes := []string{"classic", "native"}
+	modes := []string{"classic", "native", "native-only"}
 	// The demo calibrates both agents first; efficiency needs baselines.
 	waitCalibrated(t, proms["native"], 2, 90*time.Second)
+	waitCalibrated(t, proms["native-only"], 2, 90*time.Second)
 
 	type result struct {
 		n   int
@@ -242,8 +250,8 @@ func TestDashboardsAndRulesAgainstPrometheus(t *testing.T) {
 					panels[key][mode] = true
 				}
 			}
-			if !q.mayBeEmpty && got["native"].n == 0 && got["classic"].n == 0 {
-				problems = append(problems, fmt.Sprintf("%s: empty on both servers:\n%s", q, q.expr))
+			if !q.mayBeEmpty && got["native"].n == 0 && got["classic"].n == 0 && got["native-only"].n == 0 {
+				problems = append(problems, fmt.Sprintf("%s: empty on every server:\n%s", q, q.expr))
 			}
 		}
 		for key, shown := range panels {
@@ -309,18 +317,38 @@ func TestDashboardsAndRulesAgainstPrometheus(t *testing.T) {
 			t.Errorf("version-change annotation on the %s server before any change: %d series", mode, n)
 		}
 	}
-	// An upgrade: both simulated servers report a new version after a
-	// reload. The annotation shows it, and the workload that uses them
-	// counts it, which starts the before/after comparison.
-	upgraded := strings.ReplaceAll(string(config.DemoYAML), "      gpu: sim-gpu0\n", "      gpu: sim-gpu0\n      version: 0.18.0-sim\n")
-	if strings.Count(upgraded, "0.18.0-sim") != 2 {
-		t.Fatalf("the demo's simulation instances changed shape; the upgrade edit matched %d times", strings.Count(upgraded, "0.18.0-sim"))
-	}
-	if err := os.WriteFile(r.file, []byte(upgraded), 0o600); err != nil {
+	// The histograms are registered once: a reload that would turn the
+	// classic buckets back on is refused, and the daemon keeps running
+	// native-only.
+	if err := os.WriteFile(rNative.file, []byte(demos[""]), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if code, body := r.post(t, "/-/reload"); code != http.StatusOK {
-		t.Fatalf("reload: %d %s", code, body)
+	if code, body := rNative.post(t, "/-/reload"); code != http.StatusInternalServerError || !strings.Contains(body, "global.metrics.classic_histograms") {
+		t.Errorf("reload turning classic histograms on: %d %q, want 500 naming global.metrics.classic_histograms", code, body)
+	}
+	m := rNative.scrape(t)
+	if v := m.sum("chimeraforge_config_last_reload_successful", nil); v != 0 {
+		t.Errorf("chimeraforge_config_last_reload_successful = %v after the refused reload, want 0", v)
+	}
+	for _, s := range m["chimeraforge_time_to_first_token_seconds"].GetMetric() {
+		if n := len(s.GetHistogram().GetBucket()); n > 1 {
+			t.Errorf("native-only TTFT %v has %d buckets in the text format after the refused reload, want only +Inf", s.GetLabel(), n)
+		}
+	}
+	// An upgrade: both simulated servers of each daemon report a new
+	// version after a reload. The annotation shows it, and the workload
+	// that uses them counts it, which starts the before/after comparison.
+	for name, d := range daemons {
+		upgraded := strings.ReplaceAll(demos[name], "      gpu: sim-gpu0\n", "      gpu: sim-gpu0\n      version: 0.18.0-sim\n")
+		if strings.Count(upgraded, "0.18.0-sim") != 2 {
+			t.Fatalf("the demo's simulation instances changed shape; the upgrade edit matched %d times", strings.Count(upgraded, "0.18.0-sim"))
+		}
+		if err := os.WriteFile(d.file, []byte(upgraded), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if code, body := d.post(t, "/-/reload"); code != http.StatusOK {
+			t.Fatalf("reload %s: %d %s", name, code, body)
+		}
 	}
 	for _, mode := range modes {
 		got := proms[mode].WaitQuery(t, fmt.Sprintf("%s > 0", dashboards.RecVersionChanges1h), 30*time.Second)
@@ -331,5 +359,15 @@ func TestDashboardsAndRulesAgainstPrometheus(t *testing.T) {
 			return whole(mode, annotations[versionAnnotation]) == 2 // one per target
 		})
 	}
-	t.Logf("%d panel queries, %d variables and %d recording rules evaluated on native and classic Prometheus", len(queries), len(varQueries), len(records))
+	t.Logf("%d panel queries, %d variables and %d recording rules evaluated on native and classic Prometheus, and native-only exposition", len(queries), len(varQueries), len(records))
+}
+
+// nativeOnly is demo with global.metrics.classic_histograms false.
+func nativeOnly(t *testing.T, demo string) string {
+	t.Helper()
+	out := strings.Replace(demo, "\nglobal:\n", "\nglobal:\n  metrics: {classic_histograms: false}\n", 1)
+	if out == demo {
+		t.Fatal("the demo has no global section to add global.metrics to")
+	}
+	return out
 }

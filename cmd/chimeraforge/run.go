@@ -48,6 +48,7 @@ type app struct {
 	log      *zap.Logger
 	reg      *prometheus.Registry
 	daemon   *daemon.Daemon
+	metrics  *exporters.Metrics
 	reloadM  *exporters.Reload
 	reloadMu sync.Mutex // one reload at a time
 	quit     context.CancelFunc
@@ -101,8 +102,7 @@ func runMain(ctx context.Context, o runOptions, stdout, stderr io.Writer) error 
 	}
 
 	a := &app{opts: o, log: log, reg: prometheus.NewRegistry()}
-	metrics, err := exporters.NewMetrics(a.reg)
-	if err != nil {
+	if a.metrics, err = exporters.NewMetrics(a.reg, exporters.ClassicHistograms(cfg.Global.Metrics.ClassicHistograms)); err != nil {
 		return fmt.Errorf("register metrics: %w", err)
 	}
 	if a.reloadM, err = exporters.NewReload(a.reg); err != nil {
@@ -115,7 +115,7 @@ func runMain(ctx context.Context, o runOptions, stdout, stderr io.Writer) error 
 		return fmt.Errorf("register metrics: %w", err)
 	}
 	a.reloadM.Observe(true, time.Now())
-	a.daemon = daemon.New(cfg, metrics, log)
+	a.daemon = daemon.New(cfg, a.metrics, log)
 	gpuCollector := newGPUCollector(cfg, a.daemon, log)
 	defer gpuCollector.Close()
 	if err := a.reg.Register(gpuCollector); err != nil {
@@ -240,7 +240,7 @@ func metricsURL(addr net.Addr, scheme string) string {
 
 func (a *app) routes() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{
+	mux.Handle("/metrics", exporters.Handler(a.reg, promhttp.HandlerOpts{
 		Registry:          a.reg,
 		EnableOpenMetrics: true,
 		ErrorLog:          zap.NewStdLog(a.log),
@@ -310,6 +310,9 @@ func (a *app) reload() error {
 	a.reloadMu.Lock()
 	defer a.reloadMu.Unlock()
 	cfg, err := loadConfig(a.opts.configFile, a.opts.sets)
+	if err == nil {
+		err = a.metrics.CheckOptions(exporters.ClassicHistograms(cfg.Global.Metrics.ClassicHistograms))
+	}
 	if err == nil {
 		err = a.daemon.Reload(cfg)
 	}
