@@ -3,6 +3,7 @@ package exporters
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"os"
 	"regexp"
 	"slices"
@@ -14,6 +15,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/chimeraforge/chimeraforge/exporters/gpu"
+	"github.com/chimeraforge/chimeraforge/exporters/requestlog"
 	"github.com/chimeraforge/chimeraforge/observe"
 )
 
@@ -28,8 +30,9 @@ type docMetric struct {
 	line   int
 }
 
-// fullRegistry registers everything the daemon registers, with at least one
-// series in every family; opts go to NewMetrics.
+// fullRegistry registers everything the daemon registers, optional metrics
+// included, with at least one series in every family; opts go to
+// NewMetrics.
 func fullRegistry(t testing.TB, opts ...Option) *prometheus.Registry {
 	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
@@ -76,6 +79,12 @@ func fullRegistry(t testing.TB, opts ...Option) *prometheus.Registry {
 		OK: true, Runs: 1, Wall: time.Second, TokensPerSecond: map[string]float64{testLabels.Target: 10}, At: time.Now()})
 	m.ArrivalDropped(testLabels.Workload)
 	m.Shard(0, 1)
+	// The request log's counters, registered only with --request-log.
+	rl := requestlog.New(t.Context(), io.Discard, requestlog.Options{})
+	t.Cleanup(func() { _ = rl.Close() })
+	if err := reg.Register(rl); err != nil {
+		t.Fatal(err)
+	}
 	return reg
 }
 
@@ -130,7 +139,7 @@ func TestNameConstantsDocumented(t *testing.T) {
 		MetricTimeToFirstTokenSeconds, MetricInterTokenLatencySeconds, MetricRequestDurationSeconds,
 		MetricQueueWaitSeconds, MetricAgentRunDurationSeconds, MetricScheduleDelaySeconds,
 		MetricRequestsInFlight, MetricShardInfo, MetricConfigLastReloadSuccessful, MetricConfigLastReloadSuccessTimestampSeconds,
-		MetricBuildInfo,
+		MetricBuildInfo, requestlog.MetricLinesTotal, requestlog.MetricDroppedLinesTotal,
 	} {
 		if _, ok := doc[name]; !ok {
 			t.Errorf("constant %s has no row in %s", name, metricsDoc)

@@ -99,6 +99,8 @@ type Request struct {
 	QueueWait     time.Duration // TTFT - (load + prompt eval), floored at 0; valid when FirstToken and Done
 	Done          bool          // the final chunk (done: true) was received
 	ContentChunks int           // chunks that carried content or thinking text
+	LastToken     time.Duration // from sending to the last chunk with text; valid when FirstToken
+	MaxTokenGap   time.Duration // longest time between two consecutive chunks with text; 0 with fewer than two
 
 	// Server-reported, from the final chunk (zero unless Done).
 	EvalCount          int

@@ -69,6 +69,13 @@ func startDaemon(t *testing.T, cfgYAML string, lifecycle bool) *running {
 // webConfig is ""), served under scheme ("http://" or "https://").
 func startDaemonWith(t *testing.T, cfgYAML string, lifecycle bool, webConfig, scheme string) *running {
 	t.Helper()
+	return startDaemonOpts(t, cfgYAML, lifecycle, webConfig, scheme, nil)
+}
+
+// startDaemonOpts is startDaemonWith with edit, when not nil, applied to
+// the run options (the other flags) before the daemon starts.
+func startDaemonOpts(t *testing.T, cfgYAML string, lifecycle bool, webConfig, scheme string, edit func(*runOptions)) *running {
+	t.Helper()
 	var file string
 	if cfgYAML != "" {
 		file = filepath.Join(t.TempDir(), "chimeraforge.yaml")
@@ -90,6 +97,9 @@ func startDaemonWith(t *testing.T, cfgYAML string, lifecycle bool, webConfig, sc
 		logFormat:       "json",
 		listeners:       []net.Listener{l},
 		started:         func(a *app) { started <- a },
+	}
+	if edit != nil {
+		edit(&o)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{base: scheme + l.Addr().String(), stop: cancel, done: make(chan error, 1), log: &syncBuffer{}, stdout: &syncBuffer{}, file: file}

@@ -54,6 +54,8 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	runCmd.Flag("web.enable-lifecycle", "Enable POST /-/reload, /-/calibrate and /-/quit.").BoolVar(&ro.enableLifecycle)
 	runCmd.Flag("log.level", "Log level: debug, info, warn, error.").Default("info").HintOptions("debug", "info", "warn", "error").StringVar(&ro.logLevel)
 	runCmd.Flag("log.format", "Log format: json or console.").Default("console").HintOptions("json", "console").StringVar(&ro.logFormat)
+	runCmd.Flag("request-log", "Also append one JSON line per request that ended to this file (created with mode 0640); off when empty. docs/metrics.md lists the fields.").PlaceHolder("PATH").StringVar(&ro.requestLog)
+	requestLogMax := runCmd.Flag("request-log.max-bytes", "Stop writing --request-log after this many bytes (0: no cap); the lines not written are counted in chimeraforge_request_log_dropped_lines_total.").Default("1GiB").Bytes()
 
 	simCmd := app.Command("sim", "Run the Ollama simulator alone (a test double and demo, never a measurement of Ollama).")
 	so := registerSimFlags(simCmd)
@@ -85,6 +87,7 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	switch cmd {
 	case runCmd.FullCommand():
+		ro.requestLogMaxBytes = int64(*requestLogMax)
 		err = runMain(ctx, ro, stdout, stderr)
 	case simCmd.FullCommand():
 		err = runSim(ctx, so, stdout, stderr)

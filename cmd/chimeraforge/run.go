@@ -35,6 +35,10 @@ type runOptions struct {
 	enableLifecycle bool
 	logLevel        string
 	logFormat       string
+	// requestLog is --request-log: a file that gets one JSON line per
+	// request ("" for none), capped at requestLogMaxBytes (0: no cap).
+	requestLog         string
+	requestLogMaxBytes int64
 
 	// For tests: serve on these listeners instead of --web.listen-address,
 	// and report the started daemon.
@@ -115,7 +119,14 @@ func runMain(ctx context.Context, o runOptions, stdout, stderr io.Writer) error 
 		return fmt.Errorf("register metrics: %w", err)
 	}
 	a.reloadM.Observe(true, time.Now())
-	a.daemon = daemon.New(cfg, a.metrics, log)
+	sink, closeRequestLog, err := openRequestLog(ctx, o, a.reg, log, a.metrics)
+	if err != nil {
+		return err
+	}
+	// Deferred before the daemon starts, so it runs after the daemon has
+	// stopped and recorded its canceled in-flight requests.
+	defer closeRequestLog()
+	a.daemon = daemon.New(cfg, sink, log)
 	gpuCollector := newGPUCollector(cfg, a.daemon, log)
 	defer gpuCollector.Close()
 	if err := a.reg.Register(gpuCollector); err != nil {
