@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -73,7 +74,15 @@ func runSim(ctx context.Context, o *simOptions, stdout, _ io.Writer) error {
 			return fmt.Errorf("simulator: listen on %s: %w", o.listen, err)
 		}
 	}
-	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	// /sim/stats is not Ollama's: the simulator's own counters (tokens
+	// streamed, requests running), for the benchmark harness.
+	mux := http.NewServeMux()
+	mux.Handle("/", srv.Handler())
+	mux.HandleFunc("GET /sim/stats", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(srv.Stats())
+	})
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	done := make(chan error, 1)
 	go func() { done <- hs.Serve(l) }()
 	fmt.Fprintf(stdout, "chimeraforge sim: Ollama API simulator at http://%s (a test double, not Ollama)\n", l.Addr())
