@@ -1,12 +1,14 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -38,18 +40,22 @@ type callSpec struct {
 }
 
 // stream is the measurement state of one streaming call. onChunk is the
-// per-chunk hot path: it reads the clock once, keeps the text and reports
-// inter-token gaps without allocating beyond the output buffer.
+// per-chunk hot path: it reads the monotonic clock once and reports
+// inter-token gaps without allocating; the chunk's text is already in out.
 type stream struct {
-	rec     observe.Recorder
-	start   time.Time
-	last    time.Time
-	watch   *time.Timer
-	idle    time.Duration
-	phase   *atomic.Int32 // phaseFirstToken until the first token, then phaseIdle
-	out     strings.Builder
-	obs     *observe.Request
-	chunked bool // at least one chunk arrived
+	rec       observe.Recorder
+	start     time.Time
+	watch     *time.Timer // the first-token, then idle, timeout: see expire
+	idle      time.Duration
+	cancel    context.CancelCauseFunc
+	phase     atomic.Int32 // phaseFirstToken until the first token, then phaseIdle
+	lastChunk atomic.Int64 // time since start of the last chunk, for expire
+	out       []byte       // the content text so far
+	obs       *observe.Request
+	chunked   bool // at least one chunk arrived
+
+	mu    sync.Mutex // orders expire and end
+	ended bool
 }
 
 const (
@@ -61,23 +67,28 @@ const (
 // target's transport to note the answer's status in.
 type streamKey struct{}
 
-func (s *stream) onChunk(content, thinking string, done bool, m *api.Metrics) {
-	now := time.Now()
+// onChunk measures one chunk, whose text (content) the caller has appended
+// to s.out. text reports that the chunk carried content or thinking text;
+// m is read only when done is set.
+func (s *stream) onChunk(text, done bool, m *api.Metrics) {
+	el := time.Since(s.start) // one read of the monotonic clock
 	s.chunked = true
-	if content != "" || thinking != "" {
+	// The idle timeout counts from the last chunk of any kind. expire reads
+	// it when the timer fires, so a chunk costs no timer reset.
+	s.lastChunk.Store(int64(el))
+	if text {
 		if !s.obs.FirstToken {
 			s.obs.FirstToken = true
-			s.obs.TimeToFirst = now.Sub(s.start)
+			s.obs.TimeToFirst = el
 			s.phase.Store(phaseIdle)
+			s.watch.Reset(s.idle)
 		} else {
-			s.rec.TokenGap(now.Sub(s.last))
+			gap := el - s.obs.LastToken
+			s.rec.TokenGap(gap)
+			s.obs.MaxTokenGap = max(s.obs.MaxTokenGap, gap)
 		}
-		s.last = now
+		s.obs.LastToken = el
 		s.obs.ContentChunks++
-		s.out.WriteString(content)
-	}
-	if s.phase.Load() == phaseIdle {
-		s.watch.Reset(s.idle)
 	}
 	if done {
 		s.obs.Done = true
@@ -90,9 +101,38 @@ func (s *stream) onChunk(content, thinking string, done bool, m *api.Metrics) {
 		if !s.obs.FirstToken {
 			// A successful answer without text still has a first
 			// response; using it keeps TTFT count == successful requests.
-			s.obs.TimeToFirst = now.Sub(s.start)
+			s.obs.TimeToFirst = el
 		}
 	}
+}
+
+// expire runs when the watch timer fires: before the first token, the
+// first-token timeout is over; after it, the idle timeout is over unless a
+// chunk came since the timer was set, in which case the timer is set again
+// for the rest of the idle time from that chunk.
+func (s *stream) expire() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ended {
+		return
+	}
+	if s.phase.Load() == phaseFirstToken {
+		s.cancel(errFirstTokenTimeout)
+		return
+	}
+	if quiet := time.Since(s.start) - time.Duration(s.lastChunk.Load()); quiet < s.idle {
+		s.watch.Reset(s.idle - quiet)
+		return
+	}
+	s.cancel(errIdleTimeout)
+}
+
+// end stops the watch: no timeout is reported once the stream has ended.
+func (s *stream) end() {
+	s.mu.Lock()
+	s.ended = true
+	s.mu.Unlock()
+	s.watch.Stop()
 }
 
 // call sends one request to t, measures it into obs and records it with rec.
@@ -108,34 +148,15 @@ func call(ctx context.Context, t *target, spec callSpec, rec observe.Recorder, o
 	cctx, cancelTimeout := context.WithTimeoutCause(cctx, tm.Request, errRequestTimeout)
 	defer cancelTimeout()
 
-	var phase atomic.Int32
-	watch := time.AfterFunc(tm.FirstToken, func() {
-		if phase.Load() == phaseFirstToken {
-			cancel(errFirstTokenTimeout)
-		} else {
-			cancel(errIdleTimeout)
-		}
-	})
-	defer watch.Stop()
-
-	s := &stream{rec: rec, watch: watch, idle: tm.Idle, phase: &phase, obs: obs}
+	outBuf := getBuf()
+	s := &stream{rec: rec, idle: tm.Idle, cancel: cancel, obs: obs, out: *outBuf}
+	defer func() { putBuf(outBuf, s.out) }() // after the answer is copied out
 	cctx = context.WithValue(cctx, streamKey{}, s)
 	s.start = time.Now()
-	var err error
-	switch {
-	case spec.chat != nil:
-		err = t.client.Chat(cctx, spec.chat, func(r api.ChatResponse) error {
-			s.onChunk(r.Message.Content, r.Message.Thinking, r.Done, &r.Metrics)
-			return nil
-		})
-	default:
-		err = t.client.Generate(cctx, spec.generate, func(r api.GenerateResponse) error {
-			s.onChunk(r.Response, r.Thinking, r.Done, &r.Metrics)
-			return nil
-		})
-	}
+	s.watch = time.AfterFunc(tm.FirstToken, s.expire)
+	err := t.send(cctx, spec, s)
 	obs.Duration = time.Since(s.start)
-	watch.Stop()
+	s.end()
 
 	obs.Outcome, obs.Reason = classify(ctx, cctx, err, s)
 	if obs.Outcome == observe.OutcomeSuccess {
@@ -148,7 +169,7 @@ func call(ctx context.Context, t *target, spec callSpec, rec observe.Recorder, o
 	obs.QueueRejected = obs.Reason == observe.ReasonQueueFull
 	rec.Finished(obs)
 	if obs.Outcome == observe.OutcomeSuccess {
-		return s.out.String(), nil
+		return string(s.out), nil
 	}
 	if cause := context.Cause(cctx); cause != nil && err == nil {
 		err = cause
@@ -157,6 +178,122 @@ func call(ctx context.Context, t *target, spec callSpec, rec observe.Recorder, o
 		err = errors.New("stream ended without a done chunk")
 	}
 	return "", err
+}
+
+// send streams one request's answer into s. It does what
+// github.com/ollama/ollama/api's Client.Chat and Client.Generate do, with
+// the same request, the same line splitting and the same errors (see
+// ndjson.go), but reads a content chunk in one pass (parseChunk) and
+// decodes the other lines as the client does (slowLine).
+func (t *target) send(ctx context.Context, spec callSpec, s *stream) error {
+	if t.signs() {
+		// The client signs such requests with code of its own that it does
+		// not export: let it make them.
+		return t.sendViaClient(ctx, spec, s)
+	}
+	var data any = spec.chat
+	path, generate := t.chatURL, spec.chat == nil
+	if generate {
+		data, path = spec.generate, t.generateURL
+	}
+	body, err := json.Marshal(data)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, path, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	// The User-Agent is headerTransport's.
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/x-ndjson")
+	resp, err := t.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+
+	lines := newLineReader(resp.Body)
+	defer lines.release()
+	for {
+		line, ok := lines.next()
+		if !ok {
+			// The end of the body, a read error or a line too long: the
+			// client returns no error for any of them.
+			return nil
+		}
+		if resp.StatusCode < http.StatusBadRequest {
+			// An error answer's lines are errors: only a success's lines
+			// may be chunks.
+			if out, text, ok := parseChunk(line, generate, s.out, nil); ok {
+				s.out = out
+				s.onChunk(text, false, nil)
+				continue
+			}
+		}
+		if err := s.slowLine(line, resp, generate); err != nil {
+			return err
+		}
+	}
+}
+
+// slowLine handles a line as api.Client.stream and its Chat and Generate
+// callbacks do: an "error" field or a line that is not JSON is an error,
+// as is any line of an error answer; anything else decodes into the API's
+// response type, with encoding/json's errors as they are.
+func (s *stream) slowLine(line []byte, resp *http.Response, generate bool) error {
+	var errorResponse struct {
+		Error     string `json:"error,omitempty"`
+		SigninURL string `json:"signin_url,omitempty"`
+	}
+	if err := json.Unmarshal(line, &errorResponse); err != nil {
+		if resp.StatusCode >= http.StatusBadRequest {
+			return api.StatusError{StatusCode: resp.StatusCode, Status: resp.Status, ErrorMessage: string(line)}
+		}
+		return errors.New(string(line))
+	}
+	switch {
+	case resp.StatusCode == http.StatusUnauthorized:
+		return api.AuthorizationError{StatusCode: resp.StatusCode, Status: resp.Status, SigninURL: errorResponse.SigninURL}
+	case resp.StatusCode >= http.StatusBadRequest:
+		return api.StatusError{StatusCode: resp.StatusCode, Status: resp.Status, ErrorMessage: errorResponse.Error}
+	case errorResponse.Error != "":
+		return errors.New(errorResponse.Error)
+	}
+	if generate {
+		var r api.GenerateResponse
+		if err := json.Unmarshal(line, &r); err != nil {
+			return err
+		}
+		s.out = append(s.out, r.Response...)
+		s.onChunk(r.Response != "" || r.Thinking != "", r.Done, &r.Metrics)
+		return nil
+	}
+	var r api.ChatResponse
+	if err := json.Unmarshal(line, &r); err != nil {
+		return err
+	}
+	s.out = append(s.out, r.Message.Content...)
+	s.onChunk(r.Message.Content != "" || r.Message.Thinking != "", r.Done, &r.Metrics)
+	return nil
+}
+
+// sendViaClient streams one request's answer into s through the Ollama
+// client itself: for the requests it signs (see target.signs), and as the
+// reference that send is tested against.
+func (t *target) sendViaClient(ctx context.Context, spec callSpec, s *stream) error {
+	if spec.chat != nil {
+		return t.client.Chat(ctx, spec.chat, func(r api.ChatResponse) error {
+			s.out = append(s.out, r.Message.Content...)
+			s.onChunk(r.Message.Content != "" || r.Message.Thinking != "", r.Done, &r.Metrics)
+			return nil
+		})
+	}
+	return t.client.Generate(ctx, spec.generate, func(r api.GenerateResponse) error {
+		s.out = append(s.out, r.Response...)
+		s.onChunk(r.Response != "" || r.Thinking != "", r.Done, &r.Metrics)
+		return nil
+	})
 }
 
 // classify maps how a call ended to an outcome and one of the fixed reasons.

@@ -8,7 +8,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"runtime"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -42,12 +41,45 @@ func ndjsonStream(tb testing.TB, n int) []byte {
 	return buf.Bytes()
 }
 
+// ndjsonGenerateStream is ndjsonStream for the generate API.
+func ndjsonGenerateStream(tb testing.TB, n int) []byte {
+	tb.Helper()
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	at := time.Date(2026, 11, 27, 0, 0, 0, 0, time.UTC)
+	for i := range n {
+		if err := enc.Encode(api.GenerateResponse{Model: "sim-tiny", CreatedAt: at.Add(time.Duration(i) * time.Millisecond),
+			Response: "token "}); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	final := api.GenerateResponse{Model: "sim-tiny", CreatedAt: at, Done: true, DoneReason: "length",
+		Metrics: api.Metrics{TotalDuration: time.Second, LoadDuration: time.Millisecond, PromptEvalCount: 10,
+			PromptEvalDuration: time.Millisecond, EvalCount: n, EvalDuration: time.Second}}
+	if err := enc.Encode(final); err != nil {
+		tb.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
 // BenchmarkStreamToMetrics measures the per-chunk hot path end to end: an
 // NDJSON stream read from loopback by the Ollama client, measured by call,
 // recorded into the Prometheus metrics. Reported per streamed token.
 func BenchmarkStreamToMetrics(b *testing.B) {
-	const tokens = 256
-	body := ndjsonStream(b, tokens)
+	benchmarkStream(b, config.APIChat, ndjsonStream(b, streamTokens))
+}
+
+// BenchmarkStreamToMetricsGenerate is BenchmarkStreamToMetrics with the
+// generate API.
+func BenchmarkStreamToMetricsGenerate(b *testing.B) {
+	benchmarkStream(b, config.APIGenerate, ndjsonGenerateStream(b, streamTokens))
+}
+
+// streamTokens is the length of the benchmarks' answers.
+const streamTokens = 256
+
+func benchmarkStream(b *testing.B, apiName string, body []byte) {
+	const tokens = streamTokens
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/x-ndjson")
 		_, _ = w.Write(body)
@@ -63,7 +95,7 @@ func BenchmarkStreamToMetrics(b *testing.B) {
 	}
 	labels := observe.Labels{Workload: "w", Agent: "a", Target: "bench", Model: "sim-tiny", Step: "ask"}
 	rec := m.Recorder(labels)
-	a := &config.Agent{Name: "a", Model: "sim-tiny", API: config.APIChat}
+	a := &config.Agent{Name: "a", Model: "sim-tiny", API: apiName}
 	spec := newCallSpec(a, nil, "", "hello", nil)
 	ctx := context.Background()
 
@@ -85,7 +117,7 @@ func BenchmarkStreamToMetrics(b *testing.B) {
 }
 
 // BenchmarkOnChunk isolates what Chimeraforge itself does per chunk, once
-// the client has decoded it.
+// the chunk has been read and its text appended to the output.
 func BenchmarkOnChunk(b *testing.B) {
 	m, err := exporters.NewMetrics(prometheus.NewRegistry())
 	if err != nil {
@@ -94,15 +126,43 @@ func BenchmarkOnChunk(b *testing.B) {
 	rec := m.Recorder(observe.Labels{Workload: "w", Agent: "a", Target: "t", Model: "m", Step: "ask"})
 	timer := time.AfterFunc(time.Hour, func() {})
 	defer timer.Stop()
-	var phase atomic.Int32
 	obs := &observe.Request{}
-	s := &stream{rec: rec, watch: timer, idle: time.Hour, phase: &phase, obs: obs, start: time.Now()}
-	var metrics api.Metrics
+	s := &stream{rec: rec, watch: timer, idle: time.Hour, obs: obs, start: time.Now()}
 	b.ReportAllocs()
 	for b.Loop() {
-		s.onChunk("token ", "", false, &metrics)
-		if s.out.Len() > 1<<20 {
-			s.out.Reset()
+		s.out = append(s.out, "token "...)
+		s.onChunk(true, false, nil)
+		if len(s.out) > 1<<20 {
+			s.out = s.out[:0]
 		}
+	}
+}
+
+// BenchmarkParseChunk measures the fast path's read of one content chunk
+// as Ollama streams it.
+func BenchmarkParseChunk(b *testing.B) {
+	for _, bc := range []struct {
+		name     string
+		generate bool
+		line     string
+	}{
+		{"chat", false, `{"model":"llama3.2:3b","created_at":"2026-11-27T10:00:00.123456789Z","message":{"role":"assistant","content":" token"},"done":false}`},
+		{"chat-offset", false, `{"model":"llama3.2:3b","created_at":"2026-11-27T10:00:00.123456789+01:00","message":{"role":"assistant","content":" token"},"done":false}`},
+		{"chat-escapes", false, `{"model":"llama3.2:3b","created_at":"2026-11-27T10:00:00.123456789Z","message":{"role":"assistant","content":"\n\u003cb\u003e \"x\" \ud83d\ude00 é"},"done":false}`},
+		{"chat-thinking", false, `{"model":"qwen3:4b","created_at":"2026-11-27T10:00:00.123456789Z","message":{"role":"assistant","content":"","thinking":" Okay"},"done":false}`},
+		{"generate", true, `{"model":"llama3.2:3b","created_at":"2026-11-27T10:00:00.123456789Z","response":" token","done":false}`},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			line := []byte(bc.line)
+			out := make([]byte, 0, 64)
+			b.SetBytes(int64(len(line)))
+			b.ReportAllocs()
+			for b.Loop() {
+				var ok bool
+				if out, _, ok = parseChunk(line, bc.generate, out[:0], nil); !ok {
+					b.Fatal("refused")
+				}
+			}
+		})
 	}
 }
