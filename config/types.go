@@ -191,6 +191,12 @@ type Workload struct {
 	Agents   []WorkloadAgent `koanf:"agents"`
 	Arrival  Arrival         `koanf:"arrival"`
 	Duration time.Duration   `koanf:"duration"` // 0 = until stopped
+	// RampUp spreads the start of a closed-loop workload's replicas evenly
+	// over this long (from the end of the start calibration), instead of
+	// starting them all at once: thousands of replicas that start together
+	// send their requests together, and with answers of one length keep
+	// doing so. 0 starts them all at once.
+	RampUp time.Duration `koanf:"ramp_up"`
 	// Calibration says when each agent's solo baseline is measured.
 	Calibration Calibration `koanf:"calibration"`
 }

@@ -325,6 +325,10 @@ func (w *Workload) validate(c *checker, path string) {
 	}
 	w.Arrival.validate(c, path+".arrival")
 	c.nonNegative(path+".duration", w.Duration)
+	c.nonNegative(path+".ramp_up", w.RampUp)
+	if w.RampUp > 0 && w.Arrival.Mode != ArrivalClosed && w.Arrival.Mode != "" {
+		c.addf(path+".ramp_up", "only applies to mode %q, not %q: open-loop arrivals are already spread by their rate", ArrivalClosed, w.Arrival.Mode)
+	}
 	cp := path + ".calibration"
 	if w.Calibration.Runs < 1 {
 		c.addf(cp+".runs", "must be >= 1, got %d", w.Calibration.Runs)

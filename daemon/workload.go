@@ -78,9 +78,21 @@ func (w *workloadRunner) start(parent context.Context) {
 		w.calibrator(arrivals, runCtx)
 	})
 	if w.cfg.Arrival.Mode == config.ArrivalClosed {
+		delays := rampDelays(w.replicas, w.cfg.RampUp)
 		for i, rs := range w.replicas {
-			for _, r := range rs {
-				w.wg.Go(func() { w.agents[i].closedLoop(arrivals, runCtx, w.runs.RLocker(), r) })
+			for j, r := range rs {
+				w.wg.Go(func() {
+					if d := delays[i][j]; d > 0 {
+						// The ramp counts from the end of the start
+						// calibration, which holds the runs' lock.
+						w.runs.RLock()
+						w.runs.RUnlock()
+						if !sleep(arrivals, d) {
+							return
+						}
+					}
+					w.agents[i].closedLoop(arrivals, runCtx, w.runs.RLocker(), r)
+				})
 			}
 		}
 		w.started.Store(true)
@@ -266,4 +278,30 @@ func (w *workloadRunner) openLoop(arrivals, runCtx context.Context) {
 		})
 		w.started.Store(true)
 	}
+}
+
+// rampDelays returns, for each replica of replicas (per agent), how long
+// after the workload starts it starts: evenly spaced over ramp, the agents'
+// replicas interleaved so that every agent ramps up at the same pace.
+func rampDelays(replicas [][]int, ramp time.Duration) [][]time.Duration {
+	out := make([][]time.Duration, len(replicas))
+	total, most := 0, 0
+	for i, rs := range replicas {
+		out[i] = make([]time.Duration, len(rs))
+		total += len(rs)
+		most = max(most, len(rs))
+	}
+	if ramp <= 0 || total == 0 {
+		return out
+	}
+	slot := 0
+	for j := range most {
+		for i, rs := range replicas {
+			if j < len(rs) {
+				out[i][j] = time.Duration(int64(ramp) * int64(slot) / int64(total))
+				slot++
+			}
+		}
+	}
+	return out
 }
