@@ -86,7 +86,7 @@ func (w *workloadRunner) start(parent context.Context) {
 						// The ramp counts from the end of the start
 						// calibration, which holds the runs' lock.
 						w.runs.RLock()
-						w.runs.RUnlock()
+						w.runs.RUnlock() //nolint:staticcheck // SA2001: only waits for the calibration's write lock
 						if !sleep(arrivals, d) {
 							return
 						}
