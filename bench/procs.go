@@ -29,9 +29,17 @@ type proc struct {
 // startProc starts bin with args. Its stdout is read line by line (see
 // firstLine); the last few KiB of its stderr are kept for error messages.
 func startProc(name, bin string, args ...string) (*proc, error) {
+	return startProcEnv(name, nil, bin, args...)
+}
+
+// startProcEnv is startProc with env added to the harness's environment.
+func startProcEnv(name string, env []string, bin string, args ...string) (*proc, error) {
 	p := &proc{name: name, stderr: &tailBuffer{max: 8 << 10}, lines: make(chan string, 64), done: make(chan error, 1)}
 	// Not CommandContext: stop ends the whole process group, gracefully first.
 	p.cmd = exec.Command(bin, args...) //nolint:noctx // see above
+	if env != nil {
+		p.cmd.Env = append(os.Environ(), env...)
+	}
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	p.cmd.Stderr = p.stderr
 	out, err := p.cmd.StdoutPipe()

@@ -8,7 +8,12 @@ import (
 	"time"
 )
 
-func ms(v float64) string { return fmt.Sprintf("%.2f", v*1e3) }
+func ms(v float64) string {
+	if math.Abs(v) < 5e-6 { // no "-0.00"
+		v = 0
+	}
+	return fmt.Sprintf("%.2f", v*1e3)
+}
 
 // q is one figure of s in milliseconds, or a dash when s is empty.
 func q(s summary, v float64) string {
