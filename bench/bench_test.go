@@ -25,38 +25,6 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-func TestParseStatCPU(t *testing.T) {
-	tests := []struct {
-		name, line string
-		want       time.Duration
-		wantErr    bool
-	}{
-		{"plain", "42 (chimeraforge) S 1 42 42 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 9 0 100 0", 3250 * time.Millisecond, false},
-		{"name with spaces and parens", "7 (a (b) c) R 1 7 7 0 -1 0 0 0 0 0 3 4 0 0", 70 * time.Millisecond, false},
-		{"short", "7 (x) R 1 2", 0, true},
-		{"no name", "7 x R", 0, true},
-		{"not a number", "7 (x) R 1 7 7 0 -1 0 0 0 0 0 a 4 0 0", 0, true},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := parseStatCPU([]byte(tc.line))
-			if (err != nil) != tc.wantErr || got != tc.want {
-				t.Fatalf("parseStatCPU = %v, %v; want %v, error %v", got, err, tc.want, tc.wantErr)
-			}
-		})
-	}
-}
-
-func TestParseStatus(t *testing.T) {
-	m, err := parseStatus([]byte("Name:\tx\nVmHWM:\t  2048 kB\nVmRSS:\t   1024 kB\nThreads:\t5\n"))
-	if err != nil || m.RSS != 1024<<10 || m.Peak != 2048<<10 {
-		t.Fatalf("parseStatus = %+v, %v", m, err)
-	}
-	if _, err := parseStatus([]byte("VmRSS:\t1 kB\n")); err == nil {
-		t.Fatal("no error without VmHWM")
-	}
-}
-
 func TestBusyShare(t *testing.T) {
 	a, err := parseProcStat([]byte("cpu  100 0 100 700 100 0 0 0 0 0\ncpu0 1 2 3\n"))
 	if err != nil || a.busy != 200 || a.total != 1000 {

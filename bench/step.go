@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"os"
@@ -14,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/chimeraforge/chimeraforge/internal/soak"
 )
 
 // step is one load level: Concurrency closed-loop streams, each answer
@@ -386,28 +389,20 @@ func (d *daemonClient) stats(ctx context.Context) (clientStats, error) {
 		return st, fmt.Errorf("scrape the daemon: %w", err)
 	}
 	defer resp.Body.Close()
-	found := 0
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		name, val, ok := strings.Cut(sc.Text(), " ")
-		if !ok {
-			continue
-		}
-		switch name {
-		case "go_goroutines":
-			f, _ := strconv.ParseFloat(val, 64)
-			st.Goroutines = int(f)
-			found++
-		case "go_memstats_mallocs_total":
-			f, _ := strconv.ParseFloat(val, 64)
-			st.Mallocs = uint64(f)
-			found++
-		}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return st, fmt.Errorf("scrape the daemon: %w", err)
 	}
-	if found != 2 {
+	sc, err := soak.ParseScrape(string(body))
+	if err != nil {
+		return st, fmt.Errorf("scrape the daemon: %w", err)
+	}
+	goroutines, ok1 := sc.Get("go_goroutines")
+	mallocs, ok2 := sc.Get("go_memstats_mallocs_total")
+	if !ok1 || !ok2 {
 		return st, errors.New("scrape the daemon: go_goroutines or go_memstats_mallocs_total missing")
 	}
-	return st, sc.Err()
+	return clientStats{Goroutines: int(goroutines), Mallocs: uint64(mallocs)}, nil
 }
 
 // startDaemon runs `chimeraforge run` with one agent of s.Concurrency

@@ -16,7 +16,8 @@ func sysProcAttr() *syscall.SysProcAttr {
 }
 
 // ReadProc reads what the kernel says process pid holds: its open file
-// descriptors, resident memory and OS threads. It is the outside view of
+// descriptors, resident memory (now and at its peak), OS threads and the
+// CPU time it used. It is the outside view of
 // what process_open_fds, process_resident_memory_bytes and go_threads
 // report from inside, and it works while the process does not answer.
 func ReadProc(pid int) (Proc, error) {
@@ -46,9 +47,18 @@ func ReadProc(pid int) (Proc, error) {
 		switch k {
 		case "VmRSS":
 			p.RSSBytes = n << 10 // kB
+		case "VmHWM":
+			p.PeakRSSBytes = n << 10
 		case "Threads":
 			p.Threads = int(n)
 		}
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return p, fmt.Errorf("read stat of %d: %w", pid, err)
+	}
+	if p.CPU, err = parseStatCPU(stat); err != nil {
+		return p, fmt.Errorf("read stat of %d: %w", pid, err)
 	}
 	return p, nil
 }

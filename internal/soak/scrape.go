@@ -15,9 +15,11 @@ import (
 
 // Proc is the kernel's view of a process (see ReadProc).
 type Proc struct {
-	FDs      int
-	RSSBytes int64
-	Threads  int
+	FDs          int
+	RSSBytes     int64         // VmRSS: resident now
+	PeakRSSBytes int64         // VmHWM: the most resident at any time so far
+	Threads      int           // OS threads
+	CPU          time.Duration // user plus system CPU time used so far
 }
 
 // Scrape is one parsed /metrics exposition (text format).

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 )
@@ -158,11 +159,46 @@ func TestReadProc(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.FDs < 3 || p.RSSBytes < 1<<20 || p.Threads < 1 {
-		t.Errorf("ReadProc(self) = %+v, want at least stdio, 1 MiB and a thread", p)
+	if p.FDs < 3 || p.RSSBytes < 1<<20 || p.Threads < 1 || p.PeakRSSBytes < p.RSSBytes {
+		t.Errorf("ReadProc(self) = %+v, want at least stdio, 1 MiB, a thread and a peak no lower than now", p)
+	}
+	// Burn CPU until the kernel has counted at least one tick of it.
+	deadline, x := time.Now().Add(5*time.Second), 0
+	for p.CPU <= 0 && time.Now().Before(deadline) {
+		for i := range 1 << 22 {
+			x ^= i * i
+		}
+		if p, err = ReadProc(os.Getpid()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if p.CPU <= 0 {
+		t.Errorf("ReadProc(self).CPU = %v after burning CPU (%d)", p.CPU, x)
 	}
 	if _, err := ReadProc(-1); err == nil {
 		t.Error("ReadProc(-1) did not fail")
+	}
+}
+
+func TestParseStatCPU(t *testing.T) {
+	tests := []struct {
+		name, line string
+		want       time.Duration
+		wantErr    bool
+	}{
+		{"plain", "42 (chimeraforge) S 1 42 42 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 9 0 100 0", 3250 * time.Millisecond, false},
+		{"name with spaces and parens", "7 (a (b) c) R 1 7 7 0 -1 0 0 0 0 0 3 4 0 0", 70 * time.Millisecond, false},
+		{"short", "7 (x) R 1 2", 0, true},
+		{"no name", "7 x R", 0, true},
+		{"not a number", "7 (x) R 1 7 7 0 -1 0 0 0 0 0 a 4 0 0", 0, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := parseStatCPU([]byte(tc.line))
+			if (err != nil) != tc.wantErr || got != tc.want {
+				t.Fatalf("parseStatCPU = %v, %v; want %v, error %v", got, err, tc.want, tc.wantErr)
+			}
+		})
 	}
 }
 
