@@ -261,6 +261,19 @@ func TestOverrides(t *testing.T) {
 	}
 }
 
+// checkProblems fails t unless err is a *ValidationError with exactly the
+// problems want, in order.
+func checkProblems(t *testing.T, err error, want []string) {
+	t.Helper()
+	var ve *ValidationError
+	if !errors.As(err, &ve) {
+		t.Fatalf("err = %v, want a *ValidationError", err)
+	}
+	if !slices.Equal(ve.Problems, want) {
+		t.Errorf("problems:\n%s\nwant:\n%s", strings.Join(ve.Problems, "\n"), strings.Join(want, "\n"))
+	}
+}
+
 func want[T any](got, want T) error {
 	if !reflect.DeepEqual(got, want) {
 		return fmt.Errorf("got %v, want %v", got, want)
@@ -309,13 +322,7 @@ func TestOverrideErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := testEnv(tt.env...).loadBytes("minimal", []byte(minimal), "", tt.overrides)
-			var ve *ValidationError
-			if !errors.As(err, &ve) {
-				t.Fatalf("err = %v, want a *ValidationError", err)
-			}
-			if !slices.Equal(ve.Problems, tt.want) {
-				t.Errorf("problems:\n%s\nwant:\n%s", strings.Join(ve.Problems, "\n"), strings.Join(tt.want, "\n"))
-			}
+			checkProblems(t, err, tt.want)
 		})
 	}
 }
@@ -387,13 +394,7 @@ workloads: [{name: w, agents: [{agent: x, replicas: 4}]}]
 		t.Run(tt.name, func(t *testing.T) {
 			cfg, err := testEnv(tt.env...).loadBytes("shard", []byte(tt.file), "", tt.override)
 			if tt.problems != nil {
-				var ve *ValidationError
-				if !errors.As(err, &ve) {
-					t.Fatalf("err = %v, want a *ValidationError", err)
-				}
-				if !slices.Equal(ve.Problems, tt.problems) {
-					t.Errorf("problems:\n%s\nwant:\n%s", strings.Join(ve.Problems, "\n"), strings.Join(tt.problems, "\n"))
-				}
+				checkProblems(t, err, tt.problems)
 				return
 			}
 			if err != nil {
@@ -458,13 +459,7 @@ workloads: [{name: w, agents: [{agent: x}]}]
 		t.Run(tt.name, func(t *testing.T) {
 			cfg, err := testEnv().loadBytes("metrics", []byte(tt.file), "", tt.override)
 			if tt.problems != nil {
-				var ve *ValidationError
-				if !errors.As(err, &ve) {
-					t.Fatalf("err = %v, want a *ValidationError", err)
-				}
-				if !slices.Equal(ve.Problems, tt.problems) {
-					t.Errorf("problems:\n%s\nwant:\n%s", strings.Join(ve.Problems, "\n"), strings.Join(tt.problems, "\n"))
-				}
+				checkProblems(t, err, tt.problems)
 				return
 			}
 			if err != nil {
