@@ -189,14 +189,9 @@ func parseChunk(line []byte, generate bool, content []byte, thinking *[]byte) (o
 }
 
 func readChunk(line []byte, generate bool, content []byte, thinking *[]byte) (out []byte, text, ok bool) {
-	i := skipSpace(line, 0)
-	if i == len(line) || line[i] != '{' {
+	i, more, ok := openObject(line, skipSpace(line, 0))
+	if !ok {
 		return content, false, false
-	}
-	i = skipSpace(line, i+1)
-	more := i == len(line) || line[i] != '}'
-	if !more {
-		i++
 	}
 	for seen := keySet(0); more; {
 		key, j, ok := readKey(line, i)
@@ -241,6 +236,20 @@ func readChunk(line []byte, generate bool, content []byte, thinking *[]byte) (ou
 	return content, text, skipSpace(line, i) == len(line)
 }
 
+// openObject reads the '{' of an object at line[i] and reports where its
+// first member starts and whether it has one; an empty object ends after
+// its '}'. ok is false when line[i] is not '{'.
+func openObject(line []byte, i int) (next int, more, ok bool) {
+	if i == len(line) || line[i] != '{' {
+		return i, false, false
+	}
+	i = skipSpace(line, i+1)
+	if i < len(line) && line[i] == '}' {
+		return i + 1, false, true
+	}
+	return i, true, true
+}
+
 // keySet is a set of the keys parseChunk knows, to refuse repeated ones.
 type keySet uint8
 
@@ -258,13 +267,9 @@ const (
 // readMessage reads the message object of a chat chunk at line[i]: role,
 // content and thinking, all strings, each at most once.
 func readMessage(line []byte, i int, content []byte, thinking *[]byte) (out []byte, next int, text, ok bool) {
-	if i == len(line) || line[i] != '{' {
+	i, more, ok := openObject(line, i)
+	if !ok {
 		return content, i, false, false
-	}
-	i = skipSpace(line, i+1)
-	more := i == len(line) || line[i] != '}'
-	if !more {
-		i++
 	}
 	for seen := keySet(0); more; {
 		key, j, ok := readKey(line, i)
