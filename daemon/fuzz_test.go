@@ -47,7 +47,7 @@ var fuzzLabels = observe.Labels{Workload: "w", Agent: "a", Target: "fuzz", Model
 // negative durations and counts, error lines; CI runs it for a bounded time
 // (scripts/test.sh).
 func FuzzStream(f *testing.F) {
-	valid := ndjsonStream(f, 3)
+	valid := ndjsonStream(f, config.APIChat, 3)
 	lines := bytes.SplitAfter(valid, []byte("\n"))
 	final := `{"model":"sim-tiny","created_at":"2026-11-27T00:00:00Z","message":{"role":"assistant","content":""},"done":true,"done_reason":"stop",`
 	for _, seed := range [][]byte{

@@ -19,44 +19,32 @@ import (
 	"github.com/chimeraforge/chimeraforge/observe"
 )
 
-// ndjsonStream renders a chat answer of n one-word chunks and a final chunk,
-// byte for byte as Ollama streams it.
-func ndjsonStream(tb testing.TB, n int) []byte {
+// ndjsonStream renders an answer of the chat or generate API (apiName) of
+// n one-word chunks and a final chunk, byte for byte as Ollama streams it.
+func ndjsonStream(tb testing.TB, apiName string, n int) []byte {
 	tb.Helper()
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	at := time.Date(2026, 11, 27, 0, 0, 0, 0, time.UTC)
+	chunk := func(at time.Time, text string, done bool, m api.Metrics) any {
+		reason := ""
+		if done {
+			reason = "length"
+		}
+		if apiName == config.APIGenerate {
+			return api.GenerateResponse{Model: "sim-tiny", CreatedAt: at, Response: text, Done: done, DoneReason: reason, Metrics: m}
+		}
+		return api.ChatResponse{Model: "sim-tiny", CreatedAt: at, Message: api.Message{Role: "assistant", Content: text},
+			Done: done, DoneReason: reason, Metrics: m}
+	}
 	for i := range n {
-		if err := enc.Encode(api.ChatResponse{Model: "sim-tiny", CreatedAt: at.Add(time.Duration(i) * time.Millisecond),
-			Message: api.Message{Role: "assistant", Content: "token "}}); err != nil {
+		if err := enc.Encode(chunk(at.Add(time.Duration(i)*time.Millisecond), "token ", false, api.Metrics{})); err != nil {
 			tb.Fatal(err)
 		}
 	}
-	final := api.ChatResponse{Model: "sim-tiny", CreatedAt: at, Message: api.Message{Role: "assistant"}, Done: true, DoneReason: "length",
-		Metrics: api.Metrics{TotalDuration: time.Second, LoadDuration: time.Millisecond, PromptEvalCount: 10,
-			PromptEvalDuration: time.Millisecond, EvalCount: n, EvalDuration: time.Second}}
-	if err := enc.Encode(final); err != nil {
-		tb.Fatal(err)
-	}
-	return buf.Bytes()
-}
-
-// ndjsonGenerateStream is ndjsonStream for the generate API.
-func ndjsonGenerateStream(tb testing.TB, n int) []byte {
-	tb.Helper()
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	at := time.Date(2026, 11, 27, 0, 0, 0, 0, time.UTC)
-	for i := range n {
-		if err := enc.Encode(api.GenerateResponse{Model: "sim-tiny", CreatedAt: at.Add(time.Duration(i) * time.Millisecond),
-			Response: "token "}); err != nil {
-			tb.Fatal(err)
-		}
-	}
-	final := api.GenerateResponse{Model: "sim-tiny", CreatedAt: at, Done: true, DoneReason: "length",
-		Metrics: api.Metrics{TotalDuration: time.Second, LoadDuration: time.Millisecond, PromptEvalCount: 10,
-			PromptEvalDuration: time.Millisecond, EvalCount: n, EvalDuration: time.Second}}
-	if err := enc.Encode(final); err != nil {
+	final := api.Metrics{TotalDuration: time.Second, LoadDuration: time.Millisecond, PromptEvalCount: 10,
+		PromptEvalDuration: time.Millisecond, EvalCount: n, EvalDuration: time.Second}
+	if err := enc.Encode(chunk(at, "", true, final)); err != nil {
 		tb.Fatal(err)
 	}
 	return buf.Bytes()
@@ -66,13 +54,13 @@ func ndjsonGenerateStream(tb testing.TB, n int) []byte {
 // NDJSON stream read from loopback by the Ollama client, measured by call,
 // recorded into the Prometheus metrics. Reported per streamed token.
 func BenchmarkStreamToMetrics(b *testing.B) {
-	benchmarkStream(b, config.APIChat, ndjsonStream(b, streamTokens))
+	benchmarkStream(b, config.APIChat, ndjsonStream(b, config.APIChat, streamTokens))
 }
 
 // BenchmarkStreamToMetricsGenerate is BenchmarkStreamToMetrics with the
 // generate API.
 func BenchmarkStreamToMetricsGenerate(b *testing.B) {
-	benchmarkStream(b, config.APIGenerate, ndjsonGenerateStream(b, streamTokens))
+	benchmarkStream(b, config.APIGenerate, ndjsonStream(b, config.APIGenerate, streamTokens))
 }
 
 // streamTokens is the length of the benchmarks' answers.
