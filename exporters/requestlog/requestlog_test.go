@@ -200,16 +200,7 @@ func TestHotPathDoesNotAllocate(t *testing.T) {
 }
 
 func BenchmarkFinished(b *testing.B) {
-	w := New(b.Context(), io.Discard, Options{})
-	b.Cleanup(func() { _ = w.Close() })
-	rec := Wrap(nopSink{}, w).Recorder(testLabels)
-	q := request("a", 1)
-	b.ReportAllocs()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			rec.Finished(q)
-		}
-	})
+	benchmarkFinished(b, New(b.Context(), io.Discard, Options{}))
 }
 
 func BenchmarkFinishedToFile(b *testing.B) {
@@ -217,6 +208,11 @@ func BenchmarkFinishedToFile(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	benchmarkFinished(b, w)
+}
+
+// benchmarkFinished records requests through w from parallel goroutines.
+func benchmarkFinished(b *testing.B, w *Writer) {
 	b.Cleanup(func() { _ = w.Close() })
 	rec := Wrap(nopSink{}, w).Recorder(testLabels)
 	q := request("a", 1)
