@@ -113,10 +113,7 @@ func (r result) limited() string {
 	if r.MachineBusy < 0.95 && r.TokensPerSec >= 0.95*r.Ideal {
 		return "no"
 	}
-	who := "daemon"
-	if r.Client == "floor" {
-		who = "floor"
-	}
+	who := r.Client
 	if r.SimCores > r.ClientCores {
 		who = "simulator"
 	}
